@@ -1,0 +1,1 @@
+"""Hydra configuration shipped with sdg (installed as the package `sdg.conf`)."""

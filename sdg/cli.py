@@ -1,0 +1,230 @@
+"""`sdg <noun> <verb> [--flags] [key=value ...]`: compose the config, call one library function, print.
+
+Flags carry InstructLab's names and become Hydra overrides (`--taxonomy-base main` is
+`taxonomy.base=main`), so a flag and a `key=value` are one mechanism. `--cfg` prints the composed
+config. An SdgError prints its message without a traceback: exit 1, usage and config errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from sdg import __version__
+from sdg.errors import SdgError, UsageError
+
+
+@dataclass(frozen=True)
+class Flag:
+    """An ilab-style flag that sets one config key."""
+
+    names: tuple[str, ...]
+    key: str
+    help: str
+    metavar: str = "VALUE"
+
+
+@dataclass(frozen=True)
+class Verb:
+    noun: str
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, object], int]
+    flags: tuple[Flag, ...] = ()
+    extra: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+TAXONOMY_PATH = Flag(("--taxonomy-path",), "taxonomy.path", "taxonomy directory (default: InstructLab's)", "DIR")
+TAXONOMY_BASE = Flag(("--taxonomy-base",), "taxonomy.base", "git ref to diff against; 'empty' = every leaf", "REF")
+YAML_RULES = Flag(("--yaml-rules",), "taxonomy.yaml_rules", "yamllint config file replacing the default rules", "FILE")
+
+
+def _out(args: argparse.Namespace, text: str = "", err: bool = False) -> None:
+    if not getattr(args, "quiet", False):
+        print(text, file=sys.stderr if err else sys.stdout)
+
+
+def _print_findings(args: argparse.Namespace, findings) -> None:
+    for f in findings:
+        _out(args, f.format())
+
+
+def _summary(args: argparse.Namespace, where: str, result, files: int) -> None:
+    from sdg.taxonomy.findings import count
+
+    errors, warnings = count(result.findings)
+    if errors:
+        bad = sum(1 for f in result.files if not f.ok)
+        _out(args, f"{errors} errors and {warnings} warnings in {bad} of {files} taxonomy files", err=True)
+    else:
+        tail = f" ({warnings} warnings)" if warnings else ""
+        _out(args, f"Taxonomy in {where} is valid :){tail}", err=True)
+
+
+def run_init(args: argparse.Namespace, cfg) -> int:
+    from sdg.taxonomy import api
+
+    result = api.init(cfg)
+    if result.action == "exists":
+        _out(args, f"Taxonomy already in {result.path}; nothing to do.")
+    elif result.action == "cloned":
+        _out(args, f"Cloned {cfg.taxonomy.repository} into {result.path}.")
+    else:
+        _out(args, f"Created a taxonomy skeleton in {result.path} (example documents: {result.documents_repo}).")
+    _out(args, f"Next: sdg taxonomy diff --taxonomy-path {result.path}")
+    return 0
+
+
+def run_diff(args: argparse.Namespace, cfg) -> int:
+    from sdg.taxonomy import api
+    from sdg.taxonomy.findings import dumps, to_json
+
+    report = api.diff_taxonomy(cfg, base_is_default=args._base_is_default, documents=args.documents)
+    findings = [*report.near_miss_warnings, *report.validation.findings]
+    if args.format == "json":
+        print(dumps({"taxonomy": str(report.diff.root), "base": report.diff.base, "fork_point": report.diff.fork_point,
+                     "changed": list(report.diff.changed), "notes": list(report.diff.notes),
+                     "findings": to_json(findings), "errors": report.validation.errors,
+                     "warnings": report.validation.warnings + len(report.near_miss_warnings)}))
+        return 0 if report.ok else 1
+    for note in report.diff.notes:
+        _out(args, f"note: {note}", err=True)
+    for rel in report.diff.changed:
+        _out(args, rel)
+    if not report.diff.changed:
+        _out(args, f"No changed leaves in {report.diff.root} against '{report.diff.base}'.", err=True)
+    _print_findings(args, findings)
+    _summary(args, str(report.diff.root), report.validation, len(report.diff.changed))
+    return 0 if report.ok else 1
+
+
+def run_validate(args: argparse.Namespace, cfg) -> int:
+    from sdg.taxonomy import api
+    from sdg.taxonomy.findings import count, dumps, to_json
+
+    result, near = api.validate_taxonomy(cfg, args.paths, documents=args.documents)
+    findings = [*near, *result.findings]
+    if args.format == "json":
+        errors, warnings = count(findings)
+        print(dumps({"files": [f.display for f in result.files], "findings": to_json(findings),
+                     "errors": errors, "warnings": warnings}))
+        return 0 if result.ok else 1
+    if not result.files:
+        raise SdgError(f"no qna.yaml files found in {', '.join(args.paths) or cfg.taxonomy.path}; "
+                       "pass files or directories of a taxonomy, or create one with `sdg taxonomy init`")
+    _print_findings(args, findings)
+    _summary(args, ", ".join(args.paths) or cfg.taxonomy.path, result, len(result.files))
+    return 0 if result.ok else 1
+
+
+def _validation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    p.add_argument("--documents", action="store_true",
+                   help="also fetch each knowledge leaf's document repo and check its patterns (network)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no output; the exit code says valid (0) or not (1)")
+
+
+def _init_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no output")
+
+
+def _validate_extra(p: argparse.ArgumentParser) -> None:
+    _validation_flags(p)
+    p.add_argument("paths", nargs="*", metavar="PATH", help="qna.yaml files or directories (default: the taxonomy)")
+
+
+VERBS: tuple[Verb, ...] = (
+    Verb("taxonomy", "init", "clone a taxonomy, or create a skeleton with one example leaf of each kind", run_init,
+         (Flag(("--repository",), "taxonomy.repository", "git URL to clone (default: create a skeleton)", "URL"),
+          Flag(("--path",), "taxonomy.path", "where the taxonomy goes (default: InstructLab's)", "DIR")),
+         _init_flags),
+    Verb("taxonomy", "diff", "list qna.yaml files changed against a base ref, then validate them", run_diff,
+         (TAXONOMY_PATH, TAXONOMY_BASE, YAML_RULES), _validation_flags),
+    Verb("taxonomy", "validate", "validate qna.yaml files: InstructLab's schema and yamllint plus our checks",
+         run_validate, (TAXONOMY_PATH, YAML_RULES), _validate_extra),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sdg", description="Synthetic data from InstructLab-style taxonomies, laptop to Slurm.",
+                     epilog="Any key=value after the flags overrides the composed config (see --cfg).")
+    parser.add_argument("--version", action="version", version=f"sdg {__version__}")
+    nouns = parser.add_subparsers(dest="noun", metavar="NOUN", parser_class=_Parser)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for verb in VERBS:
+        if verb.noun not in groups:
+            noun_parser = nouns.add_parser(verb.noun, help=f"{verb.noun} commands")
+            groups[verb.noun] = noun_parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+        p = groups[verb.noun].add_parser(verb.name, help=verb.help, description=verb.help)
+        for flag in verb.flags:
+            p.add_argument(*flag.names, dest=f"flag__{flag.key}", metavar=flag.metavar, help=f"{flag.help} [{flag.key}]")
+        if verb.extra:
+            verb.extra(p)
+        p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        p.set_defaults(_verb=verb)
+    return parser
+
+
+def _is_override(token: str) -> bool:
+    head = token.split("=", 1)[0]
+    return "=" in token and not token.startswith("-") and not Path(token).exists() and "/" not in head
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Namespace plus the Hydra overrides: flags first, then `key=value` tokens (later ones win)."""
+    parser = build_parser()
+    overrides = [a for a in argv if _is_override(a)]
+    rest = [a for a in argv if not _is_override(a)]
+    args = parser.parse_args(rest)
+    if not getattr(args, "_verb", None):
+        if args.noun:
+            parser.parse_args([args.noun, "--help"])
+        parser.print_help()
+        raise SystemExit(2)
+    flag_overrides: list[str] = []
+    for flag in args._verb.flags:
+        value = getattr(args, f"flag__{flag.key}")
+        if value is not None:
+            flag_overrides.append(f"{flag.key}={_quote(value)}")
+    all_overrides = flag_overrides + overrides
+    args._base_is_default = not any(o.split("=", 1)[0].lstrip("+~") == "taxonomy.base" for o in all_overrides)
+    return args, all_overrides
+
+
+def _quote(value: str) -> str:
+    """A flag value as a Hydra override value: quoted so paths and URLs with ':' or '=' stay literal."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, overrides = parse(argv)
+        from omegaconf import OmegaConf
+
+        from sdg.config.compose import compose_config, to_object
+
+        cfg = compose_config(overrides)
+        if args.cfg:
+            print(OmegaConf.to_yaml(cfg), end="")
+            return 0
+        return args._verb.run(args, to_object(cfg))
+    except SdgError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Typed configuration: structured-config dataclasses and Hydra composition."""

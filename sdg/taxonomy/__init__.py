@@ -1,0 +1,1 @@
+"""Taxonomy handling: init/clone, diff, validation, leaves, knowledge documents and chunking."""
