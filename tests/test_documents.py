@@ -272,7 +272,8 @@ def test_directory_symlink_leaving_checkout_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "pattern", ["../*.md", "docs/../../x.md", "..", "/etc/*.md", "/tmp/**/*.md", "~/notes.md", "~root/x.md", "", "a\n.md"]
+    "pattern",
+    ["../*.md", "docs/../../x.md", "..", "/etc/*.md", "/tmp/**/*.md", "~/notes.md", "~root/x.md", "", "a\n.md"],
 )
 def test_unsafe_patterns_are_refused_before_cloning(tmp_path, pattern):
     with pytest.raises(UnsafeSourceError):
@@ -381,6 +382,11 @@ def test_refused_transports_name_url_and_allowed_list(url):
     message = str(info.value)
     assert "https://" in message and "file://" in message
     assert isinstance(info.value, SdgError)
+
+
+def test_non_text_url_is_refused():
+    with pytest.raises(UnsafeSourceError, match="not a text URL"):
+        check_repo_url(42)  # type: ignore[arg-type]
 
 
 def test_ext_transport_never_runs_its_command(tmp_path):

@@ -36,7 +36,7 @@ _SENTENCE_END = re.compile(r"[.!?]+[\"'\)\]]*(?=\s)|\n(?=[ \t]*(?:[-*+]|\d{1,9}[
 _WORD = re.compile(r"\S+")
 _LINE = re.compile(r"[^\n]+")
 _NEVER = re.compile(r"(?!)")  # no cut: the whole trimmed span
-_SENTENCE_START = re.compile(r"(?:[.!?][\"'\)\]]*\s+|\n\s*)$")
+_SENTENCE_END_BEFORE = re.compile(r"[.!?][\"'\)\]]*$")
 
 
 @dataclass(frozen=True)
@@ -210,22 +210,38 @@ def _render(blocks: Sequence[_Block], pieces: Sequence[_Piece]) -> str:
     return "\n\n".join(groups)
 
 
+def _is_sentence_start(text: str, start: int) -> bool:
+    before = text[max(0, start - 16):start].rstrip(" \t")
+    return not before or before.endswith("\n") or bool(_SENTENCE_END_BEFORE.search(before))
+
+
 def _overlap(text: str, budget: int, count: Counter) -> str:
     """The tail of `text` within `budget` tokens: whole sentences if they fill half of it, else whole words."""
     if budget <= 0 or not text:
         return ""
-    best_word = best_sentence = len(text)
     starts = [m.start() for m in _WORD.finditer(text)]
-    for start in reversed(starts):
-        if count(text[start:]) > budget:
+    fits = lambda k: count(text[starts[k]:]) <= budget  # noqa: E731  (monotone: shorter tails count less)
+    # Smallest k whose tail fits: gallop back from the last word, then bisect.
+    hi, step = len(starts), 1
+    while hi > 0 and fits(max(0, hi - step)):
+        hi, step = max(0, hi - step), step * 2
+    lo = max(0, hi - step)  # tail from starts[lo] does not fit (or lo == hi == 0)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    if hi == len(starts):
+        return ""
+    word = text[starts[hi]:]
+    for k in range(hi, len(starts)):
+        if _is_sentence_start(text, starts[k]):
+            sentence = text[starts[k]:]
+            if 2 * count(sentence) >= budget:
+                return sentence
             break
-        best_word = start
-        if start == 0 or _SENTENCE_START.search(text, 0, start):
-            best_sentence = start
-    sentence = text[best_sentence:]
-    if sentence and 2 * count(sentence) >= budget:
-        return sentence
-    return text[best_word:]
+    return word
 
 
 def chunk_markdown(
@@ -254,24 +270,24 @@ def chunk_markdown(
             used += pieces[j].tokens
             j += 1
 
-        def assemble(prefix: str, stop: int) -> tuple[str, int]:
+        def assemble(prefix: str, stop: int) -> tuple[str, int, int]:
             body = _render(blocks, pieces[i:stop])
             if not prefix:
-                return body, 0
+                return body, 0, count(body)
             same_block = last_piece is not None and last_piece.block == pieces[i].block
             head = prefix + (" " if same_block else "\n\n")
-            return head + body, len(head)
+            return head + body, len(head), count(head + body)
 
         # `count` need not be additive: verify the real text, dropping pieces, then overlap, until it fits.
-        chunk_text, overlap_chars = assemble(prefix, j)
-        while count(chunk_text) > max_tokens and j - i > 1:
+        chunk_text, overlap_chars, tokens = assemble(prefix, j)
+        while tokens > max_tokens and j - i > 1:
             j -= 1
-            chunk_text, overlap_chars = assemble(prefix, j)
+            chunk_text, overlap_chars, tokens = assemble(prefix, j)
         budget = min(overlap_tokens, max_tokens - pieces[i].tokens)
-        while count(chunk_text) > max_tokens and prefix:
+        while tokens > max_tokens and prefix:
             budget -= max(1, budget // 4)
             prefix = _overlap(previous, budget, count)
-            chunk_text, overlap_chars = assemble(prefix, j)
+            chunk_text, overlap_chars, tokens = assemble(prefix, j)
         # Keep a heading with what follows it: end the chunk before trailing headings.
         if j < len(pieces):
             k = j
@@ -279,8 +295,8 @@ def chunk_markdown(
                 k -= 1
             if i < k < j:
                 j = k
-                chunk_text, overlap_chars = assemble(prefix, j)
-        chunks.append(Chunk(len(chunks), chunk_text, count(chunk_text), source, overlap_chars))
+                chunk_text, overlap_chars, tokens = assemble(prefix, j)
+        chunks.append(Chunk(len(chunks), chunk_text, tokens, source, overlap_chars))
         previous, last_piece, i = chunk_text, pieces[j - 1], j
     return chunks
 

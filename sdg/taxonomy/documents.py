@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit
 
@@ -111,8 +111,10 @@ def _refuse_url(url: str, why: str) -> UnsafeSourceError:
 
 def check_repo_url(url: str) -> None:
     """Refuse repo URLs whose transport could run commands or inject git options."""
-    if not isinstance(url, str) or not url.strip():
-        raise _refuse_url(str(url), "it is empty")
+    if not isinstance(url, str):
+        raise _refuse_url(str(url), f"it is a {type(url).__name__}, not a text URL")
+    if not url.strip():
+        raise _refuse_url(url, "it is empty")
     if _CONTROL.search(url):
         raise _refuse_url(url, "it contains control characters or newlines")
     if url != url.strip():
@@ -211,7 +213,7 @@ def _git(args: Sequence[str], *, cwd: Path | None = None) -> subprocess.Complete
 
 
 def _tail(stderr: str, lines: int = 8, chars: int = 1200) -> str:
-    text = "\n".join(line for line in stderr.strip().splitlines()[-lines:])
+    text = "\n".join(stderr.strip().splitlines()[-lines:])
     return text[-chars:] if text else "(git printed nothing)"
 
 
@@ -415,7 +417,9 @@ def _read_markdown(path: Path, rel: str) -> str:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DocumentError(f"document {rel} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from exc
+        raise DocumentError(
+            f"document {rel} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8"
+        ) from exc
     except OSError as exc:
         raise DocumentError(f"cannot read document {rel}: {exc}") from exc
     return text.replace("\r\n", "\n").replace("\r", "\n")
