@@ -28,6 +28,8 @@ GIT_ENV = {
     "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "Test",
     "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_GLOBAL": "/dev/null",  # no user config (signing, hooks) in test repos
+    "GIT_CONFIG_NOSYSTEM": "1",
 }
 
 
