@@ -25,6 +25,7 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 from sdg.errors import DocumentError, UnsafeSourceError
+from sdg.taxonomy.gitutil import SAFE_GIT_ENV
 
 ALLOWED_TRANSPORTS = (
     "https://",
@@ -36,7 +37,6 @@ ALLOWED_TRANSPORTS = (
 )
 _ALLOWED_TEXT = ", ".join(ALLOWED_TRANSPORTS)
 _URL_SCHEMES = frozenset({"https", "ssh", "git", "file"})
-GIT_ALLOW_PROTOCOL = "https:ssh:git:file"
 GIT_TIMEOUT_S = 1800
 COMPLETE_MARKER = "sdg-complete"  # lives in <checkout>/.git/, so patterns never see it
 MAX_WALK_ENTRIES = 200_000
@@ -181,14 +181,7 @@ def check_pattern(pattern: str) -> None:
 
 
 def _git_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        GIT_ALLOW_PROTOCOL=GIT_ALLOW_PROTOCOL,
-        GIT_TERMINAL_PROMPT="0",
-        GIT_CONFIG_NOSYSTEM="1",
-        LC_ALL="C",
-    )
-    return env
+    return {**os.environ, **SAFE_GIT_ENV, "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
 
 
 def _git(args: Sequence[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
