@@ -130,3 +130,11 @@ def test_init_clones_a_repository(tmp_path: Path, sdg_env: dict) -> None:
     hostile = sdg_cli(sdg_env, "taxonomy", "init", "--repository", "ext::sh -c touch% /tmp/sdg-pwned",
                       "--path", str(tmp_path / "x"))
     assert hostile.returncode == 1 and not Path("/tmp/sdg-pwned").exists()
+
+
+def test_diff_of_a_single_file(tmp_path: Path, sdg_env: dict) -> None:
+    root = _taxonomy(tmp_path)
+    leaf = root / "compositional_skills/writing/a/qna.yaml"
+    r = sdg_cli(sdg_env, "taxonomy", "diff", "--taxonomy-path", str(leaf))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["qna.yaml"]

@@ -58,6 +58,10 @@ def _near_miss_warning(rel: str, display: str) -> Finding:
 def diff_taxonomy(cfg: SdgConfig, *, base_is_default: bool = False, documents: bool = False) -> DiffReport:
     """`sdg taxonomy diff`: changed leaves against the base ref, then their validation."""
     root = Path(cfg.taxonomy.path).expanduser()
+    if root.is_file():  # as in ilab: a single qna.yaml given as the taxonomy path
+        one = TaxonomyDiff(root.parent, cfg.taxonomy.base, None, (root.name,), ())
+        result = validate_files([root], [taxonomy_root_of(root) or root.parent], validation_options(cfg, documents))
+        return DiffReport(one, result, ())
     diff = taxonomy_diff(root, cfg.taxonomy.base, fallback_to_empty=base_is_default)
     result = validate_files([root / p for p in diff.changed], root, validation_options(cfg, documents))
     near = tuple(_near_miss_warning(p, str(root / p)) for p in diff.near_misses)
