@@ -761,6 +761,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, root: Path, yamllint_bin: str, command: str) -> int:
+    load_start = os.getloadavg()
     # 1. generate --------------------------------------------------------------------------------------
     t0 = time.perf_counter()
     gen = generate(root, args.leaves, args.seed, args.broken_pct, args.warn_pct)
@@ -903,7 +904,8 @@ def run(args: argparse.Namespace, root: Path, yamllint_bin: str, command: str) -
     lines = [
         "==== sdg validate_scale summary ====",
         f"command:            {command}",
-        f"machine:            {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
+        f"machine:            {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}; "
+        f"load average {load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end (other jobs skew timings)",
         f"leaves:             {n} listed by ours ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); "
         f"{m} by the anchor (no foundational_skills/)",
         f"broken (planted):   {len(broken)} ({100 * len(broken) / n:.1f}%), "

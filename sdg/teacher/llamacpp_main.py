@@ -1,0 +1,62 @@
+"""Process entry for the llama.cpp backend: `python -m sdg.teacher.llamacpp_main --model F.gguf ...`.
+
+xllamacpp embeds llama.cpp's server in-process; running it in a child process of its own lets the
+server base class treat every backend alike (one process group to signal, one log, one exit code).
+It prints `SDG_LISTENING <url>` once the socket is bound (port 0 = the OS picks a free one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sdg.teacher.llamacpp_main")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--ctx", type=int, default=8192)
+    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gpu-layers", type=int, default=0)
+    ap.add_argument("--alias", action="append", default=[])
+    ap.add_argument("--api-key-env", default="", help="name of the env var holding the API key")
+    args = ap.parse_args(argv)
+
+    import os
+
+    import xllamacpp as xlc
+
+    params = xlc.CommonParams()
+    params.model.path = args.model
+    params.n_ctx = args.ctx * args.parallel  # llama.cpp shares n_ctx across slots
+    params.n_parallel = args.parallel
+    params.cpuparams.n_threads = args.threads
+    params.cpuparams_batch.n_threads = args.threads
+    params.n_gpu_layers = args.gpu_layers
+    params.hostnames = [args.host]
+    params.port = args.port
+    if args.alias:
+        params.model_alias = set(args.alias)
+    key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
+    if key:
+        params.api_keys = [key]
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server = xlc.Server(params)
+    except RuntimeError as exc:  # llama.cpp has logged why (bind failure, bad model) just above
+        print(f"llama.cpp server failed to start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"SDG_LISTENING {server.listening_address}", flush=True)
+    stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

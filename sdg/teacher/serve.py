@@ -1,0 +1,167 @@
+"""Teacher servers from config: plan replicas over the visible GPUs, start them, hand out endpoints.
+
+`serving(cfg)` is what `sdg data generate` and Slurm jobs use (start, yield endpoints, always stop);
+`serve_forever(cfg)` is `sdg model serve` (start, report, wait for Ctrl-C or SIGTERM, stop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import threading
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+from sdg.config.schema import TeacherConfig
+from sdg.errors import ConfigError, UsageError
+from sdg.teacher.backends import EndpointServer, LlamaCppServer, VllmServer
+from sdg.teacher.gpus import plan_replicas, visible_gpus
+from sdg.teacher.server import ServedEndpoint, TeacherServer, free_port
+
+BACKENDS = ("llama-cpp", "vllm", "endpoint")
+ENDPOINT_PROBE_TIMEOUT_S = 60.0
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def api_key_for(cfg: TeacherConfig, env: Mapping[str, str]) -> str | None:
+    """The configured key; on a cluster node or a non-loopback bind, a fresh random one."""
+    if cfg.api_key:
+        return cfg.api_key
+    if "SLURM_JOB_ID" in env or cfg.host not in _LOOPBACK:
+        return secrets.token_urlsafe(24)
+    return None
+
+
+def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
+                  log_dir: Path | None = None) -> list[TeacherServer]:
+    """The servers this node should run for `cfg` (nothing is started). Pure but for model lookup."""
+    env = dict(os.environ if env is None else env)
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"unknown teacher.backend '{cfg.backend}': choose one of {', '.join(BACKENDS)}")
+    logs = Path(log_dir or cfg.log_dir)
+    common = dict(model_name=cfg.served_model_name, host=cfg.host, api_key=api_key_for(cfg, env), env=env,
+                  name=cfg.name, startup_timeout_s=cfg.startup_timeout_s)
+    if cfg.backend == "endpoint":
+        if extra_args:
+            raise UsageError(f"extra arguments are for vLLM only: {' '.join(extra_args)}")
+        if not cfg.endpoint_url:
+            raise ConfigError("teacher.backend=endpoint needs teacher.endpoint_url (or --endpoint-url)")
+        common["startup_timeout_s"] = min(cfg.startup_timeout_s, ENDPOINT_PROBE_TIMEOUT_S)
+        return [EndpointServer(url=cfg.endpoint_url, **common)]  # type: ignore[arg-type]
+
+    from sdg.teacher.models import resolve_model_path
+
+    if not cfg.model:
+        raise ConfigError(f"teacher '{cfg.name}' has no teacher.model; set it (or --model-path)")
+    model = resolve_model_path(cfg.model, model_dir=Path(cfg.model_dir), filename=cfg.filename, revision=cfg.revision)
+    gpus, source = visible_gpus(env)
+    if cfg.backend == "llama-cpp":
+        if extra_args:
+            raise UsageError(f"Unsupported extra arguments for llama-cpp: {' '.join(extra_args)}")
+        if cfg.tensor_parallel_size > 1:
+            raise ConfigError("tensor parallelism is a vLLM feature; use teacher.backend=vllm for --gpus > 1")
+        count = cfg.replicas or 1
+        lc = cfg.llama_cpp
+        return [LlamaCppServer(gguf=str(model), context_length=cfg.context_length, n_parallel=lc.n_parallel,
+                               n_threads=lc.n_threads, n_gpu_layers=lc.n_gpu_layers, port=0,
+                               log_path=logs / f"{cfg.name}-llama-cpp-{i}.log", **common)  # type: ignore[arg-type]
+                for i in range(count)]
+    replicas = plan_replicas(gpus, cfg.tensor_parallel_size, cfg.replicas, source, cpu_ok=not gpus)
+    servers: list[TeacherServer] = []
+    for r in replicas:
+        port = cfg.port + r.index if cfg.port else 0
+        servers.append(VllmServer(model_path=str(model), command=cfg.vllm.command, tensor_parallel_size=cfg.tensor_parallel_size,
+                                  context_length=cfg.context_length, extra_args=[*cfg.vllm.args, *extra_args],
+                                  vllm_env=dict(cfg.vllm.env), max_num_seqs=cfg.vllm.max_num_seqs,
+                                  dist_port=free_port(), gpus=r.gpus, port=port,
+                                  log_path=logs / f"{cfg.name}-vllm-{r.index}.log", **common))  # type: ignore[arg-type]
+    return servers
+
+
+def start_all(servers: Sequence[TeacherServer]) -> list[ServedEndpoint]:
+    """Launch every server at once, then wait for each; if one fails, stop them all and raise."""
+    try:
+        for s in servers:
+            s.launch()
+        return [s.wait_ready() for s in servers]
+    except BaseException:
+        stop_all(servers)
+        raise
+
+
+def stop_all(servers: Sequence[TeacherServer]) -> None:
+    for s in servers:
+        s.stop()
+
+
+@contextlib.contextmanager
+def serving(cfg: TeacherConfig, **kw) -> Iterator[list[ServedEndpoint]]:
+    """Start the teacher for `cfg`, yield its endpoints, and always stop it."""
+    servers = build_servers(cfg, **kw)
+    endpoints = start_all(servers)
+    try:
+        yield endpoints
+    finally:
+        stop_all(servers)
+
+
+def write_ready_file(path: Path, endpoints: Sequence[ServedEndpoint]) -> None:
+    """Endpoints (with the API key) as JSON, readable by the owner only, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"endpoints": [e.__dict__ | {"gpus": list(e.gpus)} for e in endpoints]}, f, indent=2)
+    os.replace(tmp, path)
+
+
+class _Interrupted(BaseException):
+    """SIGTERM/SIGINT/SIGHUP while serving: unwinds (also out of a start-up wait) so servers stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def serve_forever(cfg: TeacherConfig, *, extra_args: Sequence[str] = (), ready_file: Path | None = None,
+                  on_ready: Callable[[list[ServedEndpoint]], None] = lambda eps: None,
+                  stop_event: threading.Event | None = None) -> int:
+    """`sdg model serve`: run until Ctrl-C/SIGTERM (or a server dies), then stop everything."""
+    stop = stop_event or threading.Event()
+    previous = {}
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise _Interrupted(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, interrupted)
+    servers = build_servers(cfg, extra_args=extra_args)
+    try:
+        endpoints = start_all(servers)
+        if ready_file is not None:
+            write_ready_file(ready_file, endpoints)
+        on_ready(endpoints)
+        while not stop.wait(1.0):
+            dead = [s for s in servers if s.backend != "endpoint" and not s.alive()]
+            if dead:
+                from sdg.teacher.server import TeacherStartError
+
+                raise TeacherStartError(f"{dead[0].backend} teacher exited unexpectedly (code "
+                                        f"{dead[0].proc.returncode if dead[0].proc else '?'}); log: {dead[0].log_path}"
+                                        f"\n{dead[0].log_tail()}")
+        return 0
+    except _Interrupted as exc:
+        return 128 + exc.signum
+    finally:
+        for sig in previous:  # a second signal must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        stop_all(servers)
+        if ready_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                ready_file.unlink()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
