@@ -150,8 +150,7 @@ def run_download(args: argparse.Namespace, cfg) -> int:
     ref = models.parse_model_ref(repo)
     model_dir = Path(t.model_dir)
     if ref.kind == "pkg":
-        path = models.embedded_gguf(model_dir)
-        _out(args, f"{repo}: {path}")
+        _out(args, f"{repo}: {models.resolve_model_path(repo, model_dir=model_dir, filename=args.filename)}")
         return 0
     if ref.kind == "path":
         raise SdgError(f"'{repo}' is a local path, not a Hugging Face repository (ORG/NAME); nothing to download")

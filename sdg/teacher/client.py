@@ -318,15 +318,18 @@ class TeacherClient:
         return up or self._states
 
     def _pick(self, avoid: _State | None) -> tuple[_State | None, float | None]:
-        """(least-loaded endpoint with a free slot, None) or (None, seconds until a cool-down ends)."""
+        """(least-loaded endpoint with a free slot, None) or (None, seconds until a cool-down ends).
+
+        Ties go round robin; the endpoint a retry just failed on comes last.
+        """
         now = time.monotonic()
         usable = self._usable(now)
         n = len(self._states)
         best, best_key = None, None
         for k in range(n):
             s = self._states[(self._rr + k) % n]
-            if s in usable and s.in_flight < s.ep.max_in_flight:
-                key = (s.in_flight, s is avoid)
+            if s in usable and s.in_flight < _limit(s):
+                key = (s is avoid, s.in_flight)  # a retry goes elsewhere when it can
                 if best_key is None or key < best_key:
                     best, best_key = s, key
         if best is not None:
@@ -336,7 +339,7 @@ class TeacherClient:
         return None, (min(cooling) if cooling and len(usable) < n else None)
 
     def _has_capacity(self) -> bool:
-        return any(s.in_flight < s.ep.max_in_flight for s in self._usable(time.monotonic()))
+        return any(s.in_flight < _limit(s) for s in self._usable(time.monotonic()))
 
     def _mark_down(self, st: _State) -> None:
         st.down_count += 1
@@ -433,6 +436,11 @@ def parse_retry_after(value: str | None) -> float | None:
     if when is None or when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _limit(st: _State) -> int:
+    """One probe at a time to an endpoint that refused connections, until it answers again."""
+    return 1 if st.down_count else st.ep.max_in_flight
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
