@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,6 +38,8 @@ class Verb:
     run: Callable[[argparse.Namespace, object], int]
     flags: tuple[Flag, ...] = ()
     extra: Callable[[argparse.ArgumentParser], None] | None = None
+    # flags whose meaning depends on other flags map to overrides here
+    to_overrides: Callable[[argparse.Namespace, list[str]], list[str]] | None = None
 
 
 TAXONOMY_PATH = Flag(("--taxonomy-path",), "taxonomy.path", "taxonomy directory (default: InstructLab's)", "DIR")
@@ -188,6 +192,113 @@ def _download_extra(p: argparse.ArgumentParser) -> None:
     _init_flags(p)
 
 
+def run_generate(args: argparse.Namespace, cfg) -> int:
+    from sdg.engine.generate import generate
+    from sdg.errors import ValidationFailed
+
+    try:
+        result = generate(cfg, base_is_default=args._base_is_default, log=lambda m: _out(args, m, err=True))
+    except ValidationFailed as exc:
+        _print_findings(args, exc.findings)
+        raise
+    if result.dry_run is not None and cfg.generate.dry_run:
+        return 0
+    out = result.outputs
+    _out(args, f"Wrote {result.run_dir}")
+    for name in ("knowledge_train_msgs", "skills_train_msgs"):
+        path = getattr(out, name, None)
+        if path:
+            _out(args, f"  {path}")
+    for w in [*result.warnings, *getattr(out, "warnings", ())]:
+        _out(args, f"warning: {w}", err=True)
+    return 0 if result.complete else 1
+
+
+def run_mix(args: argparse.Namespace, cfg) -> int:
+    from sdg.output.mix import mix_recipe
+
+    recipe = Path(args.recipe)
+    output = Path(args.output) if args.output else recipe.with_name(recipe.stem.replace("_recipe", "_train_msgs") + ".jsonl")
+    n = mix_recipe(recipe, output, system_prompt=cfg.generate.system_prompt, seed=cfg.generate.seed)
+    _out(args, f"Wrote {n} samples to {output}")
+    return 0
+
+
+def _generate_overrides(args: argparse.Namespace, user: list[str]) -> list[str]:
+    """ilab's flags: --endpoint-url picks the endpoint teacher, --model names the model, --pipeline a
+    shipped pipeline (simple/full) or a directory of pipeline YAMLs."""
+    out: list[str] = []
+    chose_teacher = any(o.split("=", 1)[0] == "teacher" for o in user)
+    if args.endpoint_url:
+        out += ([] if chose_teacher else ["teacher=endpoint"]) + ["teacher.backend=endpoint",
+                                                                 f"teacher.endpoint_url={_quote(args.endpoint_url)}"]
+    if args.model:
+        key = "teacher.served_model_name" if args.endpoint_url else "teacher.model"
+        out.append(f"{key}={_quote(args.model)}")
+    if args.pipeline:
+        out.append(f"pipeline={args.pipeline}" if args.pipeline in ("simple", "full")
+                   else f"pipeline.name={_quote(str(Path(args.pipeline).expanduser().resolve()))}")
+    if args.dry_run:
+        out.append("generate.dry_run=true")
+    return out
+
+
+def run_generate_multirun(args: argparse.Namespace, overrides: list[str]) -> int:
+    """`-m`: Hydra's own entry sweeps the overrides (basic launcher locally, submitit on Slurm); each
+    combination writes to its own folder of the sweep."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from sdg.config.compose import compose_config, to_object
+    from sdg.engine.generate import generate
+
+    base = to_object(compose_config([o for o in overrides if "," not in o.split("=", 1)[-1] and not o.startswith("hydra")]))
+    sweep_dir = Path(base.generate.output_dir).expanduser() / "multirun" / time.strftime("%Y-%m-%d_%H%M%S")
+    failures: list[str] = []
+
+    @hydra.main(version_base=None, config_path="pkg://sdg.conf", config_name="config")
+    def job(cfg) -> None:
+        from omegaconf import OmegaConf, open_dict
+
+        with open_dict(cfg):
+            cfg.generate.output_dir = HydraConfig.get().runtime.output_dir
+        OmegaConf.resolve(cfg)
+        try:
+            result = generate(to_object(cfg), base_is_default=args._base_is_default,
+                              log=lambda m: _out(args, m, err=True))
+            if result.run_dir:
+                _out(args, f"Wrote {result.run_dir}")
+        except SdgError as exc:
+            failures.append(f"{HydraConfig.get().job.override_dirname or 'job'}: {exc}")
+            print(f"error: {exc}", file=sys.stderr)
+
+    saved = sys.argv
+    sys.argv = ["sdg", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    try:
+        job()
+    finally:
+        sys.argv = saved
+    if failures:
+        print(f"error: {len(failures)} sweep jobs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _generate_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--multirun", action="store_true", help="sweep: comma-separated values run as one job each")
+    p.add_argument("--endpoint-url", metavar="URL", help="use this OpenAI-compatible server instead of starting one")
+    p.add_argument("--model", metavar="NAME", help="model name at the endpoint (with --endpoint-url), else model path")
+    p.add_argument("--pipeline", metavar="NAME|DIR", help="simple | full | a directory with the three pipeline YAMLs")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (leaves, requests, tokens, time) and stop")
+    _init_flags(p)
+
+
+def _mix_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", metavar="RECIPE", help="a knowledge_recipe_*.yaml or skills_recipe_*.yaml")
+    p.add_argument("--output", metavar="FILE", help="output .jsonl (default: beside the recipe)")
+    _init_flags(p)
+
+
 def _validation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     p.add_argument("--documents", action="store_true",
@@ -213,6 +324,15 @@ VERBS: tuple[Verb, ...] = (
          (TAXONOMY_PATH, TAXONOMY_BASE, YAML_RULES), _validation_flags),
     Verb("taxonomy", "validate", "validate qna.yaml files: InstructLab's schema and yamllint plus our checks",
          run_validate, (TAXONOMY_PATH, YAML_RULES), _validate_extra),
+    Verb("data", "generate", "generate synthetic data for the taxonomy's new or changed leaves", run_generate,
+         (TAXONOMY_PATH, TAXONOMY_BASE,
+          Flag(("--sdg-scale-factor",), "pipeline.sdg_scale_factor", "samples to aim for per seed example", "N"),
+          Flag(("--output-dir",), "generate.output_dir", "where dated run folders go", "DIR"),
+          Flag(("--max-concurrency",), "generate.max_concurrency", "in-flight requests per teacher server", "N"),
+          Flag(("--api-key",), "teacher.api_key", "API key of the endpoint", "KEY")),
+         _generate_extra, _generate_overrides),
+    Verb("data", "mix", "mix a recipe into a training file (`{id, messages, metadata, unmask}` records)", run_mix,
+         (), _mix_extra),
     Verb("model", "download", "download a teacher from Hugging Face into the model cache", run_download,
          (MODEL_DIR,), _download_extra),
     Verb("model", "list", "list the models in the model cache", run_list, (MODEL_DIR,), _init_flags),
@@ -258,9 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OVERRIDE_KEY = re.compile(r"^[+~]{0,2}[A-Za-z_][\w.\-/@]*$")
+
+
 def _is_override(token: str) -> bool:
+    """`key=value`, `+key=value`, `group=option`, `hydra/launcher=name` (not a path that exists)."""
     head = token.split("=", 1)[0]
-    return "=" in token and not token.startswith("-") and not Path(token).exists() and "/" not in head
+    return "=" in token and bool(_OVERRIDE_KEY.match(head)) and not Path(token).exists()
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -284,6 +408,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         value = getattr(args, f"flag__{flag.key}")
         if value is not None:
             flag_overrides.append(f"{flag.key}={_quote(value)}")
+    if args._verb.to_overrides is not None:
+        flag_overrides += args._verb.to_overrides(args, overrides)
     if passthrough and args._verb.run is not run_serve:
         raise UsageError(f"arguments after -- are only for `sdg model serve`: {' '.join(passthrough)}")
     all_overrides = flag_overrides + overrides
@@ -305,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from sdg.config.compose import compose_config, to_object
 
+        if getattr(args, "multirun", False):
+            return run_generate_multirun(args, overrides)
         cfg = compose_config(overrides)
         if args.cfg:
             print(OmegaConf.to_yaml(cfg), end="")

@@ -92,6 +92,7 @@ class TeacherConfig:
     max_tokens: int = 1024
     tensor_parallel_size: int = 1
     replicas: Optional[int] = None  # None = visible GPUs // tensor_parallel_size (at least 1)
+    throughput_tok_s: Optional[float] = None  # measured output tok/s of one server, for --dry-run estimates
     startup_timeout_s: float = 900.0
     request_timeout_s: float = 600.0
     max_retries: int = 4
@@ -105,7 +106,27 @@ class PipelineConfig:
     """Which generation pipelines run and how many samples they aim for."""
 
     name: str = MISSING  # simple | full | a directory of pipeline YAMLs
+    # Samples to aim for per seed example (knowledge: per seed example and document chunk).
     sdg_scale_factor: int = 30
+    # One unit of work asks the teacher for at most this many samples in one generation prompt.
+    samples_per_unit: int = 5
+
+
+@dataclass
+class GenerateConfig:
+    """One `sdg data generate` run: where outputs go, how hard to push the teacher, resume policy."""
+
+    # InstructLab's datasets dir; each run gets a dated folder inside it (resumed while unfinished).
+    output_dir: str = "${xdg_data:instructlab/datasets}"
+    max_concurrency: Optional[int] = None  # in-flight requests per server; None = 2x its slots
+    dry_run: bool = False
+    resume: str = "auto"  # auto: continue the unfinished run with the same config | fresh: new run
+    seed: int = 42
+    system_prompt: str = "You are a knowledgeable, careful assistant. Answer accurately, completely and concisely."
+    error_rate_limit: float = 0.5  # stop the run when this share of recent requests failed...
+    error_window: int = 40  # ...over this many recent requests
+    progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | none
+    progress_interval_s: float = 30.0
 
 
 @dataclass
@@ -125,6 +146,7 @@ class SdgConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
 
 
 def register() -> None:

@@ -1,0 +1,293 @@
+"""`sdg data generate` as one library call: changed leaves -> plan -> teacher -> engine -> outputs.
+
+I/O lives here at the edge; planning (engine.plan), the engine (engine.runner) and the writers
+(output.*) stay separate. The same function runs on a laptop, in a Slurm job and from Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import platform
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from omegaconf import OmegaConf
+
+from sdg import __version__
+from sdg.config.schema import SdgConfig, TeacherConfig
+from sdg.engine.journal import JournalStore
+from sdg.engine.plan import Plan, make_plan, run_fingerprint
+from sdg.engine.progress import Progress, fmt_duration
+from sdg.engine.rundir import RunDir, choose_run_dir, write_state
+from sdg.engine.runner import ErrorBreaker, RunStats, run_plan
+from sdg.errors import SdgError, ValidationFailed
+from sdg.taxonomy.leaves import KnowledgeLeaf, Leaf, leaf_from, with_chunks
+
+Log = Callable[[str], None]
+
+
+class NothingToGenerate(SdgError):
+    """No new or changed leaves: said clearly, with the base ref that was used."""
+
+
+@dataclass(frozen=True)
+class DryRun:
+    plan: Plan
+    requests: int
+    output_tokens: int
+    estimate_s: float | None
+    by_kind: Mapping[str, int]
+
+    def describe(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.by_kind.items()))
+        eta = fmt_duration(self.estimate_s) if self.estimate_s else "unknown (set teacher.throughput_tok_s)"
+        return (f"plan: {len(self.plan.leaves)} leaves ({kinds}); {self.plan.units} units; target "
+                f"{self.plan.target_samples} samples (scale factor {self.plan.scale}); at most {self.requests} "
+                f"requests and {self.output_tokens} output tokens; estimated time {eta}")
+
+
+@dataclass
+class GenerateResult:
+    plan: Plan
+    dry_run: DryRun | None = None
+    run_dir: Path | None = None
+    stats: RunStats | None = None
+    outputs: Any = None
+    complete: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def _kinds(plan: Plan) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for lp in plan.leaves:
+        out[lp.leaf.kind] = out.get(lp.leaf.kind, 0) + 1
+    return out
+
+
+def select_leaves(cfg: SdgConfig, *, base_is_default: bool, log: Log) -> list[Leaf]:
+    """Changed leaves of the taxonomy, validated and typed, knowledge ones with their chunks."""
+    from sdg.taxonomy.api import diff_taxonomy
+
+    root = Path(cfg.taxonomy.path).expanduser()
+    if not root.exists():
+        raise SdgError(f"no taxonomy at {root}: create the example one with `sdg taxonomy init`, clone yours "
+                       "with `sdg taxonomy init --repository URL`, or pass --taxonomy-path DIR")
+    report = diff_taxonomy(cfg, base_is_default=base_is_default)
+    for note in report.diff.notes:
+        log(f"note: {note}")
+    if not report.ok:
+        raise ValidationFailed(f"{report.validation.errors} errors in the taxonomy; nothing was generated",
+                               list(report.validation.findings))
+    if not report.diff.changed:
+        raise NothingToGenerate(f"no new or changed leaves in {root} against '{report.diff.base}'; commit "
+                                "changes on a branch, or pass --taxonomy-base empty to generate for every leaf")
+    leaves = [leaf_from(r) for r in report.validation.files]
+    docs = cfg.taxonomy.documents
+    return [with_chunks(leaf, Path(docs.cache_dir), docs.chunk_tokens, docs.chunk_overlap_tokens)
+            if isinstance(leaf, KnowledgeLeaf) else leaf for leaf in leaves]
+
+
+def load_pipelines(cfg: SdgConfig, plan_kinds: set[str]) -> dict[str, Any]:
+    from sdg.pipeline.loader import load_pipeline
+
+    return {kind: load_pipeline(cfg.pipeline.name, kind) for kind in sorted(plan_kinds)}
+
+
+def dry_run(plan: Plan, pipelines: Mapping[str, Any], teacher: TeacherConfig) -> DryRun:
+    requests = tokens = 0
+    for lp in plan.leaves:
+        p = pipelines[lp.kind]
+        for share in lp.shares:
+            requests += len(lp.inputs) * p.max_requests_per_unit(share)
+            tokens += len(lp.inputs) * p.max_output_tokens_per_unit(share)
+    estimate = tokens / teacher.throughput_tok_s if teacher.throughput_tok_s else None
+    return DryRun(plan, requests, tokens, estimate, _kinds(plan))
+
+
+def _slots(teacher: TeacherConfig) -> int:
+    if teacher.backend == "llama-cpp":
+        return teacher.llama_cpp.n_parallel
+    if teacher.backend == "vllm":
+        return teacher.vllm.max_num_seqs or 256
+    return 8
+
+
+@contextlib.contextmanager
+def teacher_endpoints(teacher: TeacherConfig) -> Iterator[list[Any]]:
+    """The configured endpoint (checked), or the configured teacher started here and always stopped."""
+    from sdg.teacher.serve import serving
+
+    with serving(teacher) as endpoints:
+        yield endpoints
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Slurm and `kill` send SIGTERM: unwind like Ctrl-C so servers stop and journals close."""
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _git_commit(root: Path) -> dict[str, Any]:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=30)
+        return {"commit": head.stdout.strip() or None, "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"sdg": __version__, "python": platform.python_version()}
+    for dist in ("hydra-core", "omegaconf", "httpx", "xllamacpp", "instructlab-schema", "vllm"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[dist] = md.version(dist)
+    return out
+
+
+def _public_config(cfg: SdgConfig) -> dict[str, Any]:
+    data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    if isinstance(data, dict) and data.get("teacher", {}).get("api_key"):
+        data["teacher"]["api_key"] = "***"
+    return data  # type: ignore[return-value]
+
+
+def collect_rows(plan: Plan, journals: JournalStore) -> tuple[dict[str, list[dict]], dict[str, dict[str, Any]]]:
+    """Generated rows by leaf id in plan order (deterministic), and per-leaf quality counts."""
+    rows: dict[str, list[dict]] = {}
+    quality: dict[str, dict[str, Any]] = {}
+    for lp in plan.leaves:
+        records = {r.unit: r for r in journals.load(lp.leaf.name)}
+        out: list[dict] = []
+        q = {"kind": lp.leaf.kind, "units": lp.units, "target": lp.target_samples, "generated": 0, "kept": 0,
+             "failed_units": 0, "dropped": {}, "requests": 0, "completion_tokens": 0}
+        for unit in lp.iter_units(plan.seed):
+            rec = records.get(unit.id)
+            if rec is None:
+                continue
+            q["generated"] += rec.generated
+            q["requests"] += rec.requests
+            q["completion_tokens"] += rec.completion_tokens
+            for reason, n in rec.dropped.items():
+                q["dropped"][reason] = q["dropped"].get(reason, 0) + n
+            if rec.status != "done":
+                q["failed_units"] += 1
+                continue
+            out.extend({**row, "_unit_id": unit.id} for row in rec.rows)
+        q["kept"] = len(out)
+        rows[lp.leaf.id] = out
+        quality[lp.leaf.id] = q
+    return rows, quality
+
+
+def generate(cfg: SdgConfig, *, base_is_default: bool = True, log: Log = print) -> GenerateResult:
+    """Run (or resume, or dry-run) a generation for the taxonomy's changed leaves."""
+    started = time.time()
+    g = cfg.generate
+    leaves = select_leaves(cfg, base_is_default=base_is_default, log=log)
+    plan = make_plan(leaves, scale=cfg.pipeline.sdg_scale_factor, samples_per_unit=cfg.pipeline.samples_per_unit,
+                     seed=g.seed)
+    pipelines = load_pipelines(cfg, {lp.kind for lp in plan.leaves})
+    estimate = dry_run(plan, pipelines, cfg.teacher)
+    log(estimate.describe())
+    result = GenerateResult(plan, estimate)
+    if g.dry_run:
+        return result
+    teacher_id = {"name": cfg.teacher.name, "model": cfg.teacher.model, "served_model_name": cfg.teacher.served_model_name,
+                  "endpoint_url": cfg.teacher.endpoint_url, "max_tokens": cfg.teacher.max_tokens}
+    fps = {k: p.fingerprint for k, p in pipelines.items()}
+    fingerprint = run_fingerprint(plan, fps, teacher_id)
+    components = {"leaves": {lp.leaf.id: lp.fingerprint for lp in plan.leaves}, "pipelines": fps, "teacher": teacher_id,
+                  "scale": plan.scale, "samples_per_unit": plan.samples_per_unit, "seed": plan.seed}
+    run = choose_run_dir(Path(g.output_dir).expanduser(), fingerprint, components, resume=g.resume)
+    result.run_dir = run.path
+    log(f"{'resuming' if run.resumed else 'writing'} run {run.path}")
+    state = {"fingerprint": fingerprint, "stamp": run.stamp, "status": "running", "components": components,
+             "started": started}
+    write_state(run, state)
+    journals = JournalStore(run.journal_dir)
+    done = {lp.leaf.name: {r.unit for r in journals.load(lp.leaf.name) if r.status == "done"} for lp in plan.leaves}
+    mode = g.progress
+    if mode == "auto":
+        import sys
+
+        mode = "bar" if sys.stderr.isatty() else "log"
+    progress = Progress(plan.units, len(plan.leaves), mode=mode, interval_s=g.progress_interval_s)
+    try:
+        with _sigterm_as_interrupt(), teacher_endpoints(cfg.teacher) as endpoints:
+            stats = asyncio.run(_run(cfg, plan, pipelines, journals, done, progress, endpoints))
+    finally:
+        progress.close()
+        journals.close()
+    result.stats = stats
+    rows, quality = collect_rows(plan, journals)
+    from sdg.output.instructlab import write_outputs
+
+    result.outputs = write_outputs(run.path, run.stamp, [lp.leaf for lp in plan.leaves], rows,
+                                   system_prompt=g.system_prompt, seed=g.seed)
+    failed = sum(q["failed_units"] for q in quality.values())
+    result.complete = failed == 0
+    _write_reports(cfg, run, plan, stats, quality, fps, started, result)
+    state.update(status="complete" if result.complete else "incomplete", finished=time.time())
+    write_state(run, state)
+    if failed:
+        result.warnings.append(f"{failed} units failed (teacher errors; see quality_report.json): run the same "
+                               "command again to retry just those")
+    return result
+
+
+async def _run(cfg: SdgConfig, plan: Plan, pipelines: Mapping[str, Any], journals: JournalStore,
+               done: Mapping[str, set[str]], progress: Progress, endpoints: list[Any]) -> RunStats:
+    from sdg.teacher.client import Endpoint, TeacherClient
+
+    per = cfg.generate.max_concurrency or 2 * _slots(cfg.teacher)
+    eps = [Endpoint(e.base_url, e.model, e.api_key, max_in_flight=per, name=f"{e.backend}-{i}")
+           for i, e in enumerate(endpoints)]
+    async with TeacherClient(eps, timeout_s=cfg.teacher.request_timeout_s, max_retries=cfg.teacher.max_retries) as client:
+        breaker = ErrorBreaker(cfg.generate.error_rate_limit, cfg.generate.error_window)
+        return await run_plan(plan, pipelines, client.chat, journals, done=done, workers=per * len(eps),
+                              progress=progress, breaker=breaker)
+
+
+def _write_reports(cfg: SdgConfig, run: RunDir, plan: Plan, stats: RunStats, quality: Mapping[str, Any],
+                   fps: Mapping[str, str], started: float, result: GenerateResult) -> None:
+    manifest = {
+        "sdg_version": __version__, "run_dir": str(run.path), "stamp": run.stamp, "resumed": run.resumed,
+        "taxonomy": {"path": cfg.taxonomy.path, "base": cfg.taxonomy.base, **_git_commit(Path(cfg.taxonomy.path))},
+        "leaves": [{"id": lp.leaf.id, "name": lp.leaf.name, "kind": lp.leaf.kind, "path": lp.leaf.path,
+                    "fingerprint": lp.fingerprint, "units": lp.units, "target_samples": lp.target_samples,
+                    "kept": quality[lp.leaf.id]["kept"]} for lp in plan.leaves],
+        "teacher": {"name": cfg.teacher.name, "backend": cfg.teacher.backend, "model": cfg.teacher.model,
+                    "served_model_name": cfg.teacher.served_model_name},
+        "pipeline": {"name": cfg.pipeline.name, "fingerprints": dict(fps), "scale_factor": plan.scale,
+                     "samples_per_unit": plan.samples_per_unit},
+        "seed": plan.seed, "config": _public_config(cfg), "versions": _versions(),
+        "counts": {"units": plan.units, "units_run": stats.units_done, "units_resumed": stats.units_resumed,
+                   "units_failed": stats.units_failed, "target_samples": plan.target_samples,
+                   "generated": sum(q["generated"] for q in quality.values()),
+                   "kept": sum(q["kept"] for q in quality.values()), "requests": stats.requests,
+                   "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens},
+        "timings": {"started": started, "finished": time.time(), "engine_s": stats.elapsed_s,
+                    "output_tok_s": stats.completion_tokens / stats.elapsed_s if stats.elapsed_s else 0.0},
+        "errors": dict(stats.errors),
+    }
+    (run.path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    (run.path / "quality_report.json").write_text(json.dumps(quality, indent=2), encoding="utf-8")

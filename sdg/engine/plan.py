@@ -1,0 +1,162 @@
+"""Planning is pure: leaves + pipelines + scale factor in, an immutable plan of units out.
+
+A unit of work is one input row (a skill seed, or a knowledge chunk x seed pair) with a share of the
+scale factor to generate. The scale factor means the same everywhere: the samples to aim for per input
+row, split into units of at most `samples_per_unit` (so total target = inputs x scale exactly). Unit ids
+are deterministic (leaf, input, share), so a rerun of the same plan finds the same units in the journal.
+Units are produced lazily: a 100k-unit plan costs the inputs, not 100k objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+from sdg.pipeline.types import Row
+from sdg.taxonomy.leaves import (FoundationalSkillLeaf, FreeformSkillLeaf, GroundedSkillLeaf, KnowledgeLeaf, Leaf,
+                                 SkillSeed)
+
+PIPELINE_KINDS = ("knowledge", "freeform_skill", "grounded_skill")
+ICL_EXAMPLES = 2
+
+
+def pipeline_kind(leaf: Leaf) -> str:
+    """Which pipeline a leaf runs: foundational leaves use the freeform/grounded skill pipelines."""
+    if isinstance(leaf, KnowledgeLeaf):
+        return "knowledge"
+    if isinstance(leaf, GroundedSkillLeaf) or (isinstance(leaf, FoundationalSkillLeaf) and leaf.grounded):
+        return "grounded_skill"
+    return "freeform_skill"
+
+
+def _skill_rows(leaf: FreeformSkillLeaf | GroundedSkillLeaf | FoundationalSkillLeaf, kind: str) -> list[Row]:
+    rows = []
+    seeds: Sequence[SkillSeed] = leaf.seeds
+    for i, seed in enumerate(seeds):
+        others = [s for j, s in enumerate(seeds) if j != i][:ICL_EXAMPLES]
+        row: Row = {"leaf_node_path": leaf.id, "leaf_node_type": kind, "task_description": leaf.task_description,
+                    "seed_question": seed.question, "seed_response": seed.answer,
+                    "icl_examples": [{"question": s.question, "answer": s.answer,
+                                      **({"context": s.context} if s.context else {})} for s in others]}
+        if kind == "grounded_skill":
+            row["seed_context"] = seed.context or ""
+        rows.append(row)
+    return rows
+
+
+def _knowledge_rows(leaf: KnowledgeLeaf) -> list[Row]:
+    rows = []
+    for chunk in leaf.chunks:
+        for seed in leaf.seeds:
+            row: Row = {"leaf_node_path": leaf.id, "leaf_node_type": "knowledge", "document": chunk.text,
+                        "icl_document": seed.context, "document_outline": leaf.document_outline, "domain": leaf.domain}
+            for k in range(3):
+                qa = seed.qna[k] if k < len(seed.qna) else None
+                row[f"icl_query_{k + 1}"] = qa.question if qa else ""
+                row[f"icl_response_{k + 1}"] = qa.answer if qa else ""
+            rows.append(row)
+    return rows
+
+
+def input_rows(leaf: Leaf) -> list[Row]:
+    """The rows a leaf's pipeline starts from (InstructLab's preprocessed rows, same columns)."""
+    if isinstance(leaf, KnowledgeLeaf):
+        return _knowledge_rows(leaf)
+    return _skill_rows(leaf, pipeline_kind(leaf))
+
+
+def shares(scale: int, per_unit: int) -> list[int]:
+    """Split `scale` samples into units of at most `per_unit`: 12 by 5 -> [5, 5, 2]."""
+    full, rest = divmod(scale, per_unit)
+    return [per_unit] * full + ([rest] if rest else [])
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: an input row and how many samples to aim for."""
+
+    id: str
+    leaf_id: str
+    input_index: int
+    share_index: int
+    target: int
+    seed: int
+    row: Row
+
+
+@dataclass(frozen=True)
+class LeafPlan:
+    leaf: Leaf
+    kind: str
+    inputs: tuple[Row, ...]
+    shares: tuple[int, ...]
+    fingerprint: str  # the leaf's generation input (seeds, chunks)
+
+    @property
+    def units(self) -> int:
+        return len(self.inputs) * len(self.shares)
+
+    @property
+    def target_samples(self) -> int:
+        return len(self.inputs) * sum(self.shares)
+
+    def iter_units(self, seed: int) -> Iterator[Unit]:
+        for i, row in enumerate(self.inputs):
+            for j, target in enumerate(self.shares):
+                uid = _digest(self.leaf.id, self.fingerprint, i, j, target)[:24]
+                yield Unit(uid, self.leaf.id, i, j, target, (seed * 1_000_003 + int(uid[:8], 16)) % 2**31,
+                           {**row, "target_samples": target})
+
+
+@dataclass(frozen=True)
+class Plan:
+    leaves: tuple[LeafPlan, ...]
+    scale: int
+    samples_per_unit: int
+    seed: int
+
+    @property
+    def units(self) -> int:
+        return sum(lp.units for lp in self.leaves)
+
+    @property
+    def target_samples(self) -> int:
+        return sum(lp.target_samples for lp in self.leaves)
+
+    def iter_units(self) -> Iterator[Unit]:
+        """Round robin across leaves, so every leaf makes progress from the start."""
+        iters = [lp.iter_units(self.seed) for lp in self.leaves]
+        while iters:
+            alive = []
+            for it in iters:
+                unit = next(it, None)
+                if unit is not None:
+                    alive.append(it)
+                    yield unit
+            iters = alive
+
+
+def make_plan(leaves: Sequence[Leaf], *, scale: int, samples_per_unit: int = 5, seed: int = 42) -> Plan:
+    """The plan for `leaves` (knowledge leaves must carry their chunks)."""
+    if scale < 1:
+        raise ValueError("sdg_scale_factor must be >= 1")
+    if samples_per_unit < 1:
+        raise ValueError("samples_per_unit must be >= 1")
+    per_leaf = []
+    for leaf in leaves:
+        rows = input_rows(leaf)
+        fp = _digest(rows)
+        per_leaf.append(LeafPlan(leaf, pipeline_kind(leaf), tuple(rows), tuple(shares(scale, samples_per_unit)), fp))
+    return Plan(tuple(per_leaf), scale, samples_per_unit, seed)
+
+
+def run_fingerprint(plan: Plan, pipeline_fingerprints: Mapping[str, str], teacher: Mapping[str, Any]) -> str:
+    """What must not change between a run and its resume: leaves, pipelines, prompts, teacher, scale."""
+    return _digest([lp.fingerprint for lp in plan.leaves], dict(pipeline_fingerprints), dict(teacher),
+                   plan.scale, plan.samples_per_unit, plan.seed)[:32]

@@ -1,0 +1,103 @@
+"""Progress a person can read: a live bar on a terminal, plain periodic log lines in batch jobs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TextIO
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@dataclass
+class Progress:
+    """Counts units, samples and tokens; estimates the rest from the recent completion rate."""
+
+    total_units: int
+    total_leaves: int
+    mode: str = "log"  # bar | log | none
+    interval_s: float = 30.0
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    done_units: int = 0
+    skipped_units: int = 0
+    samples: int = 0
+    completion_tokens: int = 0
+    failed_units: int = 0
+    leaves_done: int = 0
+    _start: float = field(default_factory=time.monotonic)
+    _recent: deque = field(default_factory=lambda: deque(maxlen=200))
+    _last_log: float = 0.0
+    _bar: object = None
+
+    def __post_init__(self) -> None:
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total_units, unit="unit", file=self.stream, dynamic_ncols=True)
+        self._last_log = time.monotonic()
+
+    def resumed(self, n: int) -> None:
+        self.skipped_units += n
+        if self._bar is not None:
+            self._bar.update(n)
+        if n and self.mode != "none":
+            self._line(f"resuming: {n} of {self.total_units} units already done")
+
+    def unit_done(self, samples: int, completion_tokens: int, failed: bool, leaf_finished: bool) -> None:
+        now = time.monotonic()
+        self.done_units += 1
+        self.samples += samples
+        self.completion_tokens += completion_tokens
+        self.failed_units += int(failed)
+        self.leaves_done += int(leaf_finished)
+        self._recent.append((now, completion_tokens))
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.update(1)
+        elif self.mode == "log" and now - self._last_log >= self.interval_s:
+            self._last_log = now
+            self._line(self.status())
+
+    def _rates(self) -> tuple[float, float]:
+        if len(self._recent) < 2:
+            elapsed = max(time.monotonic() - self._start, 1e-9)
+            return self.done_units / elapsed, self.completion_tokens / elapsed
+        span = max(self._recent[-1][0] - self._recent[0][0], 1e-9)
+        return (len(self._recent) - 1) / span, sum(t for _, t in list(self._recent)[1:]) / span
+
+    def eta_s(self) -> float:
+        units_per_s, _ = self._rates()
+        left = self.total_units - self.done_units - self.skipped_units
+        return left / units_per_s if units_per_s > 0 else float("inf")
+
+    def _postfix(self) -> str:
+        _, tok_s = self._rates()
+        return (f"leaves {self.leaves_done}/{self.total_leaves} samples {self.samples} {tok_s:.0f} tok/s"
+                + (f" failed {self.failed_units}" if self.failed_units else ""))
+
+    def status(self) -> str:
+        done = self.done_units + self.skipped_units
+        pct = 100.0 * done / self.total_units if self.total_units else 100.0
+        return (f"progress: units {done}/{self.total_units} ({pct:.0f}%) {self._postfix()} "
+                f"elapsed {fmt_duration(time.monotonic() - self._start)} eta {fmt_duration(self.eta_s())}")
+
+    def _line(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.mode == "log":
+            self._line(self.status())

@@ -1,0 +1,124 @@
+"""The engine: one asyncio loop runs the units of every leaf at once, each unit streaming through
+its pipeline's blocks on its own (no stage barriers), a fixed pool of workers bounding memory and
+in-flight requests, every finished unit journaled as it completes, and an error-rate breaker that
+stops a run whose teacher is clearly broken (finished units are kept)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+from sdg.engine.journal import JournalStore, record_of
+from sdg.engine.plan import Plan, Unit
+from sdg.engine.progress import Progress
+from sdg.errors import SdgError
+from sdg.pipeline.types import ChatFn, RequestError, UnitContext, UnitResult
+
+
+class TeacherBroken(SdgError):
+    """Most recent requests failed: the teacher is down or misconfigured. Finished work is journaled."""
+
+
+@dataclass
+class ErrorBreaker:
+    """Trips when more than `limit` of the last `window` requests failed."""
+
+    limit: float = 0.5
+    window: int = 40
+    _outcomes: deque = field(default_factory=deque)
+    _reasons: Counter = field(default_factory=Counter)
+
+    def observe(self, result: UnitResult) -> None:
+        failures = len(result.errors)
+        for e in result.errors:
+            self._reasons[f"{e.kind}: {e.message[:160]}"] += 1
+        oks = max(result.requests - failures, 0)
+        self._outcomes.extend([False] * failures + [True] * oks)
+        while len(self._outcomes) > self.window:
+            self._outcomes.popleft()
+        if len(self._outcomes) >= self.window:
+            bad = self._outcomes.count(False)
+            if bad > self.limit * len(self._outcomes):
+                reason, _ = self._reasons.most_common(1)[0]
+                raise TeacherBroken(
+                    f"stopping: {bad} of the last {len(self._outcomes)} teacher requests failed (limit "
+                    f"{self.limit:.0%}, generate.error_rate_limit); most common: {reason}. Finished units are "
+                    "journaled: fix the teacher and run the same command again to resume")
+
+
+@dataclass
+class RunStats:
+    units_done: int = 0
+    units_failed: int = 0
+    units_resumed: int = 0
+    samples: int = 0
+    generated: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+
+async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, journals: JournalStore, *,
+                   done: Mapping[str, set[str]], workers: int, progress: Progress,
+                   breaker: ErrorBreaker | None = None) -> RunStats:
+    """Run every unit of `plan` not in `done` (unit ids by leaf name); returns what happened."""
+    stats = RunStats()
+    started = time.monotonic()
+    names = {lp.leaf.id: lp.leaf.name for lp in plan.leaves}
+    remaining = {lp.leaf.id: lp.units - len(done.get(lp.leaf.name, ())) for lp in plan.leaves}
+    kinds = {lp.leaf.id: lp.kind for lp in plan.leaves}
+    resumed = sum(len(v) for v in done.values())
+    stats.units_resumed = resumed
+    progress.resumed(resumed)
+    units: Iterator[Unit] = (u for u in plan.iter_units() if u.id not in done.get(names[u.leaf_id], ()))
+
+    async def worker() -> None:
+        for unit in units:
+            ctx = UnitContext(chat=chat, seed=unit.seed, leaf_id=unit.leaf_id, unit_id=unit.id)
+            try:
+                result = await pipelines[kinds[unit.leaf_id]].run(unit.row, ctx)  # type: ignore[attr-defined]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug in a (user) block must not kill the run: record it
+                result = UnitResult(errors=[RequestError("pipeline", "exception", f"{type(exc).__name__}: {exc}")])
+            record = record_of(unit.id, result)
+            journals.append(names[unit.leaf_id], record)
+            failed = record["status"] == "failed"
+            stats.units_done += 1
+            stats.units_failed += int(failed)
+            stats.samples += len(result.rows)
+            stats.generated += result.generated
+            stats.requests += result.requests
+            stats.prompt_tokens += result.prompt_tokens
+            stats.completion_tokens += result.completion_tokens
+            stats.dropped.update(result.dropped)
+            stats.errors.update(f"{e.block}:{e.kind}" for e in result.errors)
+            remaining[unit.leaf_id] -= 1
+            progress.unit_done(len(result.rows), result.completion_tokens, failed, remaining[unit.leaf_id] == 0)
+            if breaker is not None:
+                breaker.observe(result)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, workers))]
+    try:
+        finished, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for t in finished:
+            if t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        journals.sync()
+        stats.elapsed_s = time.monotonic() - started
+    return stats

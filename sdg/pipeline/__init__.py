@@ -1,0 +1,1 @@
+"""Generation pipelines as data: YAML lists of blocks, prompt files, tolerant parsers."""
