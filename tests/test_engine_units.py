@@ -1,0 +1,142 @@
+"""Planning, journals and run folders: the pieces that make resume exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from sdg.engine.journal import JournalError, JournalStore, read_journal, record_of
+from sdg.engine.plan import make_plan, shares
+from sdg.engine.progress import Progress
+from sdg.engine.rundir import RunConflict, choose_run_dir, write_state
+from sdg.engine.runner import ErrorBreaker, TeacherBroken, run_plan
+from sdg.pipeline.types import RequestError, UnitResult
+from sdg.taxonomy.chunking import Chunk
+from sdg.taxonomy.leaves import FreeformSkillLeaf, GroundedSkillLeaf, KnowledgeLeaf, KnowledgeSeed, QnA, SkillSeed
+
+
+def _skill(name: str, n: int = 5, grounded: bool = False):
+    cls = GroundedSkillLeaf if grounded else FreeformSkillLeaf
+    seeds = tuple(SkillSeed(f"q{i} {name}", f"a{i}", "ctx" if grounded else None) for i in range(n))
+    return cls(id=f"compositional_skills->{name}", name=f"cs_{name}", path=f"compositional_skills/{name}/qna.yaml",
+               created_by="t", version=3, task_description="t", seeds=seeds)
+
+
+def _knowledge(chunks: int = 2):
+    seeds = tuple(KnowledgeSeed(f"c{i}", tuple(QnA(f"q{j}", f"a{j}") for j in range(3))) for i in range(5))
+    return KnowledgeLeaf(id="knowledge->k", name="k", path="knowledge/k/qna.yaml", created_by="t", version=3,
+                         domain="d", document_outline="o", seeds=seeds,
+                         chunks=tuple(Chunk(i, f"chunk {i}", 3, "doc.md") for i in range(chunks)))
+
+
+def test_shares_and_scale_factor_formula() -> None:
+    assert shares(12, 5) == [5, 5, 2] and shares(5, 5) == [5] and shares(1, 5) == [1]
+    plan = make_plan([_skill("a"), _skill("g", grounded=True), _knowledge(chunks=3)], scale=7, samples_per_unit=5)
+    # skills: seeds x scale; knowledge: chunks x seeds x scale
+    assert plan.target_samples == 5 * 7 + 5 * 7 + 3 * 5 * 7
+    assert plan.units == (5 + 5 + 15) * 2
+    units = list(plan.iter_units())
+    assert len(units) == plan.units and len({u.id for u in units}) == plan.units
+    assert sum(u.target for u in units) == plan.target_samples
+    assert {u.row["leaf_node_type"] for u in units} == {"freeform_skill", "grounded_skill", "knowledge"}
+    # round robin: the first three units come from three different leaves
+    assert len({u.leaf_id for u in units[:3]}) == 3
+
+
+def test_unit_ids_are_stable_and_follow_content() -> None:
+    a = [u.id for u in make_plan([_skill("a")], scale=3).iter_units()]
+    assert a == [u.id for u in make_plan([_skill("a")], scale=3).iter_units()]
+    changed = _skill("a")
+    changed = FreeformSkillLeaf(**{**changed.__dict__, "seeds": changed.seeds[:4]})
+    assert set(a) != set(u.id for u in make_plan([changed], scale=3).iter_units())
+
+
+def test_journal_torn_tail_is_cut_and_last_record_wins(tmp_path: Path) -> None:
+    store = JournalStore(tmp_path)
+    store.append("leaf", record_of("u1", UnitResult(rows=[{"question": "q"}], generated=1, requests=1)))
+    store.append("leaf", record_of("u2", UnitResult(errors=[RequestError("gen", "connection", "refused")], requests=1)))
+    store.append("leaf", record_of("u2", UnitResult(rows=[{"question": "q2"}], generated=1, requests=1)))
+    store.close()
+    path = store.path("leaf")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"unit": "u3", "status": "do')  # kill -9 mid-write
+    records = {r.unit: r for r in read_journal(path)}
+    assert set(records) == {"u1", "u2"} and records["u2"].status == "done"
+    assert path.read_text().endswith("\n") and "u3" not in path.read_text()
+    path.write_text(path.read_text() + "garbage\n" + json.dumps(record_of("u4", UnitResult())) + "\n")
+    with pytest.raises(JournalError, match="line 4"):
+        read_journal(path)
+
+
+def test_failed_units_are_journaled_as_failed() -> None:
+    rec = record_of("u", UnitResult(errors=[RequestError("gen", "timeout", "t")], requests=3))
+    assert rec["status"] == "failed"
+    assert record_of("u", UnitResult(generated=3, dropped={"filter:below_threshold": 3}, requests=2))["status"] == "done"
+
+
+def test_run_dir_resume_conflict_and_fresh(tmp_path: Path) -> None:
+    first = choose_run_dir(tmp_path, "fp1", {"scale": 1}, now=1_700_000_000)
+    assert not first.resumed and first.path.parent == tmp_path
+    write_state(first, {"fingerprint": "fp1", "stamp": first.stamp, "status": "running", "components": {"scale": 1}})
+    again = choose_run_dir(tmp_path, "fp1", {"scale": 1})
+    assert again.resumed and again.path == first.path and again.stamp == first.stamp
+    with pytest.raises(RunConflict, match=r"scale \(1 -> 2\).*generate.resume=fresh"):
+        choose_run_dir(tmp_path, "fp2", {"scale": 2})
+    fresh = choose_run_dir(tmp_path, "fp2", {"scale": 2}, resume="fresh", now=1_700_000_000)
+    assert fresh.path != first.path and not fresh.resumed
+    write_state(first, {"fingerprint": "fp1", "stamp": first.stamp, "status": "complete"})
+    assert not choose_run_dir(tmp_path, "fp1", {"scale": 1}).resumed
+
+
+class CountingPipeline:
+    """A pipeline without a teacher (an instrument for engine bookkeeping): one row per unit."""
+
+    def __init__(self, fail_every: int = 0) -> None:
+        self.calls = 0
+        self.fail_every = fail_every
+
+    async def run(self, row, ctx) -> UnitResult:
+        self.calls += 1
+        await asyncio.sleep(0)
+        if self.fail_every and self.calls % self.fail_every == 0:
+            return UnitResult(errors=[RequestError("gen", "http", "503")], requests=1)
+        return UnitResult(rows=[{"question": ctx.unit_id, "response": "r"}], generated=1, requests=1)
+
+
+async def _no_chat(*a, **k):  # pragma: no cover - the instrument pipeline never calls the teacher
+    raise AssertionError
+
+
+def test_runner_skips_done_units_and_journals_each_once(tmp_path: Path) -> None:
+    plan = make_plan([_skill("a"), _skill("b")], scale=4, samples_per_unit=2)
+    all_ids = {u.id for u in plan.iter_units()}
+    store = JournalStore(tmp_path)
+    first_half = {u.id for u in list(plan.iter_units())[:7]}
+    for u in plan.iter_units():
+        if u.id in first_half:
+            store.append("cs_a" if u.leaf_id.endswith("a") else "cs_b", record_of(u.id, UnitResult(requests=1)))
+    done = {"cs_a": {r.unit for r in store.load("cs_a")}, "cs_b": {r.unit for r in store.load("cs_b")}}
+    pipe = CountingPipeline()
+    stats = asyncio.run(run_plan(plan, {"freeform_skill": pipe}, _no_chat, store, done=done, workers=3,
+                                 progress=Progress(plan.units, 2, mode="none")))
+    store.close()
+    assert stats.units_done == len(all_ids) - 7 and stats.units_resumed == 7 and pipe.calls == len(all_ids) - 7
+    journaled = [r.unit for name in ("cs_a", "cs_b") for r in read_journal(store.path(name))]
+    assert sorted(journaled) == sorted(all_ids)
+
+
+def test_breaker_stops_a_broken_teacher_and_keeps_finished_units(tmp_path: Path) -> None:
+    plan = make_plan([_skill("a", n=5)], scale=20, samples_per_unit=1)
+    store = JournalStore(tmp_path)
+    with pytest.raises(TeacherBroken, match="of the last 10 teacher requests failed"):
+        asyncio.run(run_plan(plan, {"freeform_skill": CountingPipeline(fail_every=1)}, _no_chat, store, done={},
+                             workers=2, progress=Progress(plan.units, 1, mode="none"),
+                             breaker=ErrorBreaker(limit=0.5, window=10)))
+    store.close()
+    assert 10 <= len(read_journal(store.path("cs_a"))) < plan.units
+    breaker = ErrorBreaker(limit=0.5, window=10)
+    for _ in range(30):  # a failure in three is a flaky teacher, not a broken one
+        breaker.observe(UnitResult(requests=3, errors=[RequestError("g", "http", "503")]))
