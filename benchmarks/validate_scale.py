@@ -581,10 +581,18 @@ def rel_to(root: Path, p: str) -> str:
     return path.as_posix()
 
 
+def cpu_now() -> float:
+    """CPU seconds of this process and of its waited-for children: less swayed than wall time by other
+    jobs on a shared machine (the anchor's cost is mostly yamllint child processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 @dataclass
 class OursRun:
     label: str
     seconds: float
+    cpu: float
     changed: list[str]
     invalid: set[str]
     errors: int = 0
@@ -595,16 +603,16 @@ def run_ours_cli(root: Path) -> OursRun:
     sdg = VENV_BIN / "sdg"
     cmd = [str(sdg) if sdg.exists() else (shutil.which("sdg") or "sdg"), "taxonomy", "diff",
            "--taxonomy-path", str(root), "--taxonomy-base", BASE_BRANCH, "--format", "json"]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_now()
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, cpu_now() - c0
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
         raise RuntimeError(f"`{' '.join(cmd)}` exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     out = json.loads(proc.stdout)
     invalid = {rel_to(root, f["path"]) for f in out["findings"] if f["severity"] == "error"}
     if (proc.returncode == 1) != bool(invalid):
         raise RuntimeError(f"exit code {proc.returncode} does not match {len(invalid)} files with errors")
-    return OursRun("sdg taxonomy diff (CLI subprocess)", dt, list(out["changed"]), invalid,
+    return OursRun("sdg taxonomy diff (CLI subprocess)", dt, dc, list(out["changed"]), invalid,
                    out.get("errors", 0), out.get("warnings", 0))
 
 
@@ -614,7 +622,7 @@ def run_ours_api(root: Path) -> OursRun:
         from sdg.taxonomy.api import diff_taxonomy
     except ImportError:
         compose_config = None  # type: ignore[assignment]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_now()
     if compose_config is not None:
         cfg = to_object(compose_config([f"taxonomy.path='{root}'", f"taxonomy.base={BASE_BRANCH}"]))
         report = diff_taxonomy(cfg)
@@ -625,9 +633,9 @@ def run_ours_api(root: Path) -> OursRun:
         d = taxonomy_diff(root, BASE_BRANCH)
         result = validate_files([root / p for p in d.changed], root, ValidationOptions())
         changed, label = d.changed, "taxonomy_diff + validate_files in-process"
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, cpu_now() - c0
     invalid = {rel_to(root, str(f.path)) for f in result.files if not f.ok}
-    return OursRun(label, dt, list(changed), invalid, result.errors, result.warnings)
+    return OursRun(label, dt, dc, list(changed), invalid, result.errors, result.warnings)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -797,6 +805,7 @@ def run(args: argparse.Namespace, root: Path, yamllint_bin: str, command: str) -
                 continue
             ours_runs[key].append(r)
             print(f"   {r.label:40s} run {rep + 1}: {r.seconds:7.2f} s  {rate(len(r.changed), r.seconds):8.1f} files/s"
+                  f"  (cpu {r.cpu:.2f} s = {rate(len(r.changed), r.cpu):.1f} files/cpu-s)"
                   f"  ({len(r.changed)} files, {len(r.invalid)} invalid, {r.errors} errors, {r.warnings} warnings)")
     best = {k: min(v, key=lambda r: r.seconds) for k, v in ours_runs.items() if v}
     if not best:
@@ -821,9 +830,9 @@ def run(args: argparse.Namespace, root: Path, yamllint_bin: str, command: str) -
 
     # 3. the anchor --------------------------------------------------------------------------------------
     print("\n## anchor (InstructLab): diff algorithm emulated with gitpython + instructlab-schema TaxonomyParser")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_now()
     anchor_files, steps = anchor_diff(root, BASE_BRANCH)
-    t_adiff = time.perf_counter() - t0
+    t_adiff, c_adiff = time.perf_counter() - t0, cpu_now() - c0
     m = len(anchor_files)
     print(f"   diff: {m} files in {t_adiff:.2f} s ({steps} `git branch -a --contains` steps); "
           f"foundational_skills/ is not looked at ({n - m} of ours)")
@@ -840,13 +849,13 @@ def run(args: argparse.Namespace, root: Path, yamllint_bin: str, command: str) -
     cwd = os.getcwd()
     os.chdir(root)  # ilab runs from where the user is; relative paths in its messages
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_now()
         for i, rel in enumerate(sample, 1):
             verdicts[rel] = validator.invalid(rel)
             if i % 100 == 0 or i == k:
                 el = time.perf_counter() - t0
                 print(f"   parse {i:5d}/{k}: {el:7.1f} s  ({rate(i, el):.1f} files/s)", flush=True)
-        t_parse = time.perf_counter() - t0
+        t_parse, c_parse = time.perf_counter() - t0, cpu_now() - c0
         # untimed, verdicts only: planted files outside the sample, and foundational leaves (not listed)
         extra: list[str] = []
         if args.extra_verdicts:
@@ -865,10 +874,14 @@ def run(args: argparse.Namespace, root: Path, yamllint_bin: str, command: str) -
     per_file = t_parse / k
     t_anchor = t_adiff + per_file * m
     anchor_rate = rate(m, t_anchor)
+    c_anchor = c_adiff + c_parse / k * m
+    anchor_cpu_rate = rate(m, c_anchor)
     extrap = k < m
     print(f"   parse: {k} files in {t_parse:.1f} s = {per_file * 1000:.1f} ms/file"
           + (f"; extrapolated to {m} files: {per_file * m:.1f} s" if extrap else ""))
-    print(f"   total (diff + parse{', extrapolated' if extrap else ''}): {t_anchor:.1f} s -> {anchor_rate:.2f} files/s")
+    print(f"   total (diff + parse{', extrapolated' if extrap else ''}): {t_anchor:.1f} s -> {anchor_rate:.2f} files/s"
+          f"  (cpu: diff {c_adiff:.1f} s + parse {c_parse / k * 1000:.1f} ms/file = {c_anchor:.1f} s -> "
+          f"{anchor_cpu_rate:.2f} files/cpu-s)")
 
     # 4. verdicts ----------------------------------------------------------------------------------------
     print("\n## verdicts (invalid = ours: an error finding; anchor: errors > 0 or TaxonomyReadingException)")
@@ -911,19 +924,25 @@ def run(args: argparse.Namespace, root: Path, yamllint_bin: str, command: str) -
         f"broken (planted):   {len(broken)} ({100 * len(broken) / n:.1f}%), "
         f"{len({b.breakage for b in broken})} kinds; +{len(warn_only)} valid with warnings",
     ]
+    def cpu_txt(r: OursRun) -> str:
+        return f"cpu {r.cpu:.1f} s = {rate(len(r.changed), r.cpu):.1f} files/cpu-s"
+
     if cli:
         lines.append(f"ours CLI:           {cli.seconds:.2f} s for {len(cli.changed)} files = "
-                     f"{rate(len(cli.changed), cli.seconds):.1f} files/s  (sdg taxonomy diff --format json, "
-                     f"process start included{', best of %d' % args.repeat if args.repeat > 1 else ''})")
+                     f"{rate(len(cli.changed), cli.seconds):.1f} files/s; {cpu_txt(cli)}  (sdg taxonomy diff "
+                     f"--format json, process start included{', best of %d' % args.repeat if args.repeat > 1 else ''})")
     if api:
         lines.append(f"ours in-process:    {api.seconds:.2f} s for {len(api.changed)} files = "
-                     f"{rate(len(api.changed), api.seconds):.1f} files/s  ({api.label})")
-    lines.append(f"anchor:             {t_anchor:.1f} s for {m} files = {anchor_rate:.2f} files/s  "
+                     f"{rate(len(api.changed), api.seconds):.1f} files/s; {cpu_txt(api)}  ({api.label})")
+    lines.append(f"anchor:             {t_anchor:.1f} s for {m} files = {anchor_rate:.2f} files/s; cpu {c_anchor:.1f} s = "
+                 f"{anchor_cpu_rate:.2f} files/cpu-s  "
                  f"(diff {t_adiff:.2f} s + parse {'%d-file sample, extrapolated' % k if extrap else 'all files'})")
     if cli:
-        lines.append(f"ratio CLI/anchor:   {rate(len(cli.changed), cli.seconds) / anchor_rate:.1f}x  (target >= 10x)")
+        lines.append(f"ratio CLI/anchor:   {rate(len(cli.changed), cli.seconds) / anchor_rate:.1f}x wall, "
+                     f"{rate(len(cli.changed), cli.cpu) / anchor_cpu_rate:.1f}x cpu  (target >= 10x)")
     if api:
-        lines.append(f"ratio in-proc/anch: {rate(len(api.changed), api.seconds) / anchor_rate:.1f}x")
+        lines.append(f"ratio in-proc/anch: {rate(len(api.changed), api.seconds) / anchor_rate:.1f}x wall, "
+                     f"{rate(len(api.changed), api.cpu) / anchor_cpu_rate:.1f}x cpu")
     lines.append(f"verdicts:           {agree}/{len(verdicts)} timed files agree"
                  + (f", {agree_extra}/{len(extra_verdicts)} untimed extra agree" if extra_verdicts else "")
                  + f"; {len(disagree)} disagreements")

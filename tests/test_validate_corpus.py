@@ -127,9 +127,12 @@ class Case:
 def _check_duplicates(result: ValidationResult, files: list[Path]) -> None:
     dups = [f for f in result.findings if f.severity == "warning" and "duplicate leaf" in f.message]
     assert len(dups) == 2, [f.format() for f in result.findings]
+    assert {Path(f.path).resolve() for f in dups} == {p.resolve() for p in files}
     for f in dups:
-        other = next(p for p in files if not f.path.endswith(str(p.relative_to(p.parents[3]))))
-        assert str(other.relative_to(other.parents[3])) in f.message, f.message
+        me = next(p for p in files if Path(f.path).resolve() == p.resolve())
+        other = next(p for p in files if p != me)
+        assert f"/{other.parent.name}/qna.yaml" in f.message, f.message
+        assert f"/{me.parent.name}/qna.yaml" not in f.message, f.message
 
 
 def _no_findings(result: ValidationResult, files: list[Path]) -> None:
@@ -164,24 +167,28 @@ KN = "knowledge/science/eclipses/qna.yaml"
 CASES: list[Case] = [
     # ---- YAML syntax
     Case("yaml_bad_indentation", SK, replace1(SKILL, "    answer: Grey", "     answer: Grey"),
-         "error", r"YAML syntax error: mapping values are not allowed", 6,
-         bugs={"hint": "bug: YAML syntax errors carry PyYAML's words only, no fix (e.g. 'align answer: under question:')"}),
+         "error", r"YAML syntax error: mapping values are not allowed", 6),
     Case("yaml_unclosed_quote", SK, lambda root: (CORPUS_DIR / "unclosed_quote.yaml").read_bytes(),
-         "error", r"YAML syntax error: .*quoted scalar.*end of stream", 2,
-         bugs={"finding": "bug: an unclosed quote is reported at the end of the file (line 15), not at the "
-                          "line where the quote opens (line 2): load_yaml drops the error's context_mark",
-               "hint": "bug: YAML syntax errors carry no fix (e.g. 'close the quote opened on line 2')"}),
+         "error", r"YAML syntax error: .*quoted scalar.*end of stream", 2),
     Case("yaml_tab_indentation", SK, lambda root: (CORPUS_DIR / "tab_indentation.yaml").read_bytes(),
-         "error", r"YAML syntax error: .*cannot start any token", 5,
-         bugs={"hint": "bug: a tab in indentation gives libyaml's 'found character that cannot start any token' "
-                       "with no mention of the tab and no fix ('indent with spaces')"}),
+         "error", r"YAML syntax error: .*cannot start any token", 5),
     Case("yaml_duplicate_key_v3", SK, replace1(SKILL, "task_description:", "created_by: someone-else\ntask_description:"),
-         "error", r'duplication of key "created_by" in mapping \(key-duplicates\)', 3,
-         bugs={"hint": "bug: yamllint findings are passed through without a fix (e.g. 'remove one of the "
-                       "two created_by keys')"}),
+         "error", r'duplication of key "created_by" in mapping \(key-duplicates\)', 3),
     Case("yaml_unhashable_key", SK, replace1(SKILL, "created_by: tester\n", "created_by: tester\n? [a, b]\n: x\n"),
-         "error", r"unhashable key", 3,
-         bugs={"hint": "bug: YAML errors carry no fix (e.g. 'write keys as plain words')"}),
+         "error", r"unhashable key", 3),
+    # ---- libyaml (ours) and pure-Python PyYAML (InstructLab, yamllint) disagree on some YAML
+    Case("v3_question_mark_in_flow", SK,
+         replace1(SKILL, "  - question: Write a haiku about fog.\n    answer: Grey breath on the sea.\n",
+                  "  - {question: What is fog?, answer: Grey breath on the sea.}\n"),
+         "error", r"syntax error: expected ',' or '}', but got '\?' \(syntax\)", 5),
+    Case("v1_question_mark_in_flow", SK,
+         "created_by: tester\ntask_description: Arithmetic.\nseed_examples:\n"
+         "  - {question: What is 2+2?, answer: Four.}\n",
+         "error", r"(?i)flow mapping|'\?'", 4),
+    Case("v1_tab_after_colon", SK,
+         "created_by: tester\ntask_description: Arithmetic.\nseed_examples:\n"
+         "  - question: What is two plus two?\n    answer:\tFour.\n",
+         "error", r"(?i)tab|cannot start any token", 5),
     # ---- wrong types
     Case("type_int_question", SK, replace1(SKILL, "question: Write a haiku about snow.", "question: 42"),
          "error", r"42 is not of type 'string'", 7, ".seed_examples[1].question"),
@@ -191,10 +198,8 @@ CASES: list[Case] = [
          "error", r"is not of type 'string'", 3, ".task_description"),
     Case("type_mapping_as_seed_examples", SK,
          "version: 3\ncreated_by: tester\ntask_description: t\nseed_examples:\n  question: q\n  answer: a\n",
-         "error", r"is not of type 'array'; write an? array", 4, ".seed_examples",
-         absent=r"quote text",
-         bugs={"finding": "bug: the type hint always adds '(quote text that YAML reads as a number, date or "
-                          "boolean)' and says 'a array'/'a integer', even when an array is wanted"}),
+         "error", r"is not of type 'array'; write a list", 4, ".seed_examples",
+         absent=r"quote text"),
     Case("type_bool_answer", SK, replace1(SKILL, "answer: Red lamps fade away.", "answer: yes"),
          "error", r"True is not of type 'string'.*quote", 12, ".seed_examples[3].answer"),
     # ---- missing required fields
@@ -229,9 +234,7 @@ CASES: list[Case] = [
          "error", r"'contxt' -> did you mean 'context'", 22, ".seed_examples[2]"),
     Case("typo_top_level_key", SK, replace1(SKILL, "task_description:", "task_descripton:"),
          "error", r"'task_descripton' -> did you mean 'task_description'", 1, ".",
-         absent=r"remove 'version'",
-         bugs={"finding": "bug: for an unknown top-level key the hint also says \"remove 'version'\": _hint "
-                          "only knows the schema's own `properties`, and `version` comes in through $ref"}),
+         absent=r"remove 'version'"),
     # ---- versions
     Case("version_4", SK, replace1(SKILL, "version: 3", "version: 4"),
          "error", r"version 4 is not a known schema version.*use version: 3", 1, ".version"),
@@ -251,12 +254,9 @@ CASES: list[Case] = [
          "error", r"expands to more than 200,000 nodes.*write the content out plainly", 8, ilab=False),
     Case("recursive_alias", SK, replace1(SKILL, "created_by: tester", "created_by: &a [*a]"),
          "error", r"recursive YAML alias.*remove the alias", 2),
-    Case("deep_nesting_10000", SK, DEEP_NESTING, "error", r"nest", 4,
-         bugs={"hint": "bug: 10,000 nested brackets give libyaml's 'exceeded maximum nesting depth' "
-                       "(reported as a syntax error) with no fix"}),
+    Case("deep_nesting_10000", SK, DEEP_NESTING, "error", r"nest", 4),
     Case("deep_nesting_100_block", SK, "version: 3\ncreated_by: tester\nseed_examples:\n" + "- " * 100 + "x\n",
-         "error", r"nested deeper than 64 levels", 4,
-         bugs={"hint": "bug: 'YAML is nested deeper than 64 levels; a qna.yaml needs 4' states no fix"}),
+         "error", r"nested deeper than 64 levels", 4),
     Case("huge_file", SK, SKILL, "error", r"file is \d[\d,]* bytes; the limit is 200.*put long documents", 1,
          options={"max_file_bytes": 200}),
     Case("binary_garbage", SK, lambda root: (CORPUS_DIR / "binary_garbage.bin").read_bytes(),
@@ -268,22 +268,11 @@ CASES: list[Case] = [
          replace1(KNOWLEDGE, "        answer: Answer 4.2.\n", "        answer: Answer 4.2.\n        2024-01-01: a date\n"),
          "error", r"mapping key '2024-01-01' is not text; write keys", 36),
     Case("invalid_date_value", SK, replace1(SKILL, "created_by: tester", "created_by: 2024-02-30"),
-         "error", r"(?i)date|day", 2,
-         bugs={"finding": "bug: validate_files raises ValueError('day is out of range for month'): load_yaml "
-                          "lets constructor errors other than YAMLError escape",
-               "hint": "bug: validate_files raises ValueError on an impossible date",
-               "parity": "bug: validate_files raises ValueError on an impossible date"}),
+         "error", r"(?i)date|day", 2),
     Case("huge_integer_value", SK, replace1(SKILL, "created_by: tester", "created_by: " + "9" * 5000),
-         "error", r"(?i)digits|integer|number", 2,
-         bugs={"finding": "bug: validate_files raises ValueError('Exceeds the limit (4300 digits) for integer "
-                          "string conversion') for a 5000-digit number",
-               "hint": "bug: validate_files raises ValueError on a 5000-digit number",
-               "parity": "bug: validate_files raises ValueError on a 5000-digit number"}),
+         "error", r"(?i)digits|integer|number", 2),
     Case("bad_explicit_tag_value", SK, replace1(SKILL, "created_by: tester", "created_by: !!timestamp soon"),
-         "error", r"(?i)timestamp", 2,
-         bugs={"finding": "bug: validate_files raises AttributeError (constructing '!!timestamp soon')",
-               "hint": "bug: validate_files raises AttributeError on '!!timestamp soon'",
-               "parity": "bug: validate_files raises AttributeError on '!!timestamp soon'"}),
+         "error", r"(?i)timestamp", 2),
     # ---- unsafe document sources
     Case("repo_ext_helper", KN, knowledge_with(repo='"ext::sh -c touch% /tmp/pwned"'),
          "error", r"remote helpers \(such as ext::\) can run commands.*allowed are", 47, ".document.repo"),
@@ -294,25 +283,19 @@ CASES: list[Case] = [
     Case("repo_leading_dash", KN, knowledge_with(repo='"--upload-pack=touch /tmp/pwned"'),
          "error", r"starts with '-' and would be read as a git option.*allowed are", 47, ".document.repo"),
     Case("pattern_dotdot", KN, knowledge_pattern('"../secret.md"'),
-         "error", r"contains a '\.\.' segment", 50, ".document.patterns[0]",
-         bugs={"hint": "bug: the '..' pattern error says what is wrong but not what to do "
-                       "(e.g. 'write the path relative to the repo root')"}),
+         "error", r"contains a '\.\.' segment", 50, ".document.patterns[0]"),
     Case("pattern_absolute", KN, knowledge_pattern("/etc/passwd"),
-         "error", r"'/etc/passwd' is absolute", 50, ".document.patterns[0]",
-         bugs={"hint": "bug: the absolute-pattern error does not say what to do "
-                       "(e.g. 'write it relative to the repo root')"}),
+         "error", r"'/etc/passwd' is absolute", 50, ".document.patterns[0]"),
     Case("document_symlink_outside", KN, _symlinked_docs,
          "error", r"'leak\.md', a symlink that resolves to .*outside the document checkout; remove the link", 46,
          ".document", options={"documents": True}),
     # ---- file name
     Case("named_qna_yml", "compositional_skills/writing/haiku/qna.yml", SKILL,
-         "error", r'must be named "qna\.yaml"', 1,
-         bugs={"hint": "bug: the wrong-name error does not say 'rename it to qna.yaml' (the near-miss "
-                       "warning of the directory scan does)"}),
+         "error", r'must be named "qna\.yaml"', 1),
     # ---- our warnings (valid for InstructLab)
     Case("mixed_grounded_freeform", SK,
          replace1(SKILL, "    answer: Grey breath", "    context: Notes about the harbour.\n    answer: Grey breath"),
-         "warning", r"mix grounded .*\[0\].*freeform .*\[1, 2, 3, 4\].*move them", 4, ".seed_examples"),
+         "warning", r"mix grounded .*\[1\].*freeform .*\[2, 3, 4, 5\].*move them", 4, ".seed_examples"),
     Case("five_qna_in_a_seed", KN, replace1(KNOWLEDGE, _knowledge_seed(1), _knowledge_seed(1, qna=5)),
          "warning", r"5 questions_and_answers, but only the first 3 are used", 7,
          ".seed_examples[0].questions_and_answers"),
@@ -498,3 +481,31 @@ def test_stricter_list_names_real_cases() -> None:
 
 def test_yamllint_binary_is_where_parity_expects_it() -> None:
     assert (VENV_BIN / "yamllint").exists(), "InstructLab's parser shells out to yamllint; install it in the venv"
+
+
+# --------------------------------------------------------------------------- cost of many seeds
+
+
+def test_many_seeds_cost_a_linear_number_of_comparisons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts jsonschema's equality comparisons instead of timing: 300 distinct seeds should not need
+    the 44,850 pairwise comparisons a quadratic uniqueness check makes."""
+    import jsonschema._utils as js_utils
+
+    calls = 0
+    real_equal = js_utils.equal
+
+    def counting_equal(one: Any, two: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        return real_equal(one, two)
+
+    monkeypatch.setattr(js_utils, "equal", counting_equal)
+    n = 300
+    text = ("version: 3\ncreated_by: tester\ntask_description: t\nseed_examples:\n"
+            + "".join(f"  - question: Question {i}?\n    answer: Answer {i}.\n" for i in range(n)))
+    path = tmp_path / "compositional_skills" / "many" / "qna.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text, encoding="utf-8")
+    result = validate_files([path], tmp_path, ValidationOptions())
+    assert result.errors == 0, [f.format() for f in result.findings]
+    assert calls <= 20 * n, f"{calls:,} equality comparisons for {n} seeds"

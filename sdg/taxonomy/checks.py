@@ -44,9 +44,10 @@ def mixed_seed_kinds(ctx: CheckContext) -> Iterator[Issue]:
         freeform = [i for i in range(len(seeds)) if i not in grounded]
         first = "grounded" if 0 in grounded else "freeform"
         odd = freeform if first == "grounded" else grounded
+        one = lambda xs: [i + 1 for i in xs]  # noqa: E731 - people count seeds from 1
         yield (["seed_examples"], ".seed_examples", "warning",
-               f"seed examples mix grounded (with context: {grounded}) and freeform (without: {freeform}); "
-               f"the leaf runs as a {first} skill (its first seed decides), so seeds {odd} are used out of kind; "
+               f"seed examples mix grounded (with context: {one(grounded)}) and freeform (without: {one(freeform)}); "
+               f"the leaf runs as a {first} skill (its first seed decides), so seeds {one(odd)} are used out of kind; "
                "move them to their own leaf")
 
 
@@ -124,8 +125,20 @@ def run_file_checks(ctx: CheckContext) -> Iterator[tuple[int, int, str, str, str
             yield line, col, yaml_path, severity, message
 
 
+def _text_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text_keys(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """One text per JSON-equal value (key order ignored; non-text keys and dates made text)."""
+    return json.dumps(_text_keys(value), sort_keys=True, default=repr, ensure_ascii=False)
+
+
 def leaf_fingerprint(contents: Mapping[str, Any]) -> str:
     """Identity of a leaf's generation input: same seeds (and document) = duplicate leaf."""
     key = {"seed_examples": contents.get("seed_examples"), "document": contents.get("document")}
-    blob = json.dumps(key, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(key).encode()).hexdigest()

@@ -161,6 +161,9 @@ def _check_commit(commit: str) -> None:
         raise UnsafeSourceError(f"document commit {commit!r} contains whitespace or control characters")
 
 
+_PATTERN_FIX = "use a pattern relative to the document repository's root, e.g. 'docs/*.md' or '**/*.md'"
+
+
 def check_pattern(pattern: str) -> None:
     """Refuse patterns that could name files outside the checkout."""
     if not isinstance(pattern, str) or not pattern.strip():
@@ -169,12 +172,13 @@ def check_pattern(pattern: str) -> None:
         raise UnsafeSourceError(f"document pattern {pattern!r} contains control characters")
     if pattern.startswith(("/", "\\")) or _WINDOWS_ABS.match(pattern) or os.path.isabs(pattern):
         raise UnsafeSourceError(
-            f"document pattern {pattern!r} is absolute; patterns are relative to the document repo's root"
+            f"document pattern {pattern!r} is absolute; {_PATTERN_FIX}"
         )
     if pattern.startswith("~"):
-        raise UnsafeSourceError(f"document pattern {pattern!r} starts with '~'; patterns are relative to the repo")
+        raise UnsafeSourceError(f"document pattern {pattern!r} starts with '~'; {_PATTERN_FIX}")
     if ".." in re.split(r"[\\/]", pattern):
-        raise UnsafeSourceError(f"document pattern {pattern!r} contains a '..' segment and could leave the checkout")
+        raise UnsafeSourceError(f"document pattern {pattern!r} contains a '..' segment and could leave the checkout; "
+                                f"{_PATTERN_FIX}")
 
 
 # --------------------------------------------------------------------------- git

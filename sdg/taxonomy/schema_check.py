@@ -12,9 +12,13 @@ import json
 from typing import Any, Iterator, Mapping
 
 from instructlab.schema import schema_base
+from jsonschema import validators
+from jsonschema.exceptions import ValidationError
 from jsonschema.validators import validator_for
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from sdg.taxonomy.checks import canonical_json
 
 SCHEMA_ROOTS = ("compositional_skills", "knowledge")
 
@@ -36,11 +40,40 @@ def available_versions() -> list[int]:
     return sorted(int(p.name[1:]) for p in schema_base().iterdir() if p.name[:1] == "v" and p.name[1:].isdigit())
 
 
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """jsonschema's uniqueItems compares every pair (hours for a few thousand seeds); this hashes.
+    Same verdict and message; items equal as JSON values are duplicates (1 and 1.0, key order)."""
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[str] = set()
+    for item in instance:
+        key = canonical_json(item)
+        if key in seen:
+            yield ValidationError(f"{instance!r:.200} has non-unique elements")
+            return
+        seen.add(key)
+
+
 @functools.lru_cache(maxsize=None)
 def _validator(version: int, name: str):
     schema = _resource(version, f"{name}.json").contents
     registry = Registry(retrieve=lambda uri: _resource(version, uri))  # type: ignore[call-arg]
-    return validator_for(schema)(schema, registry=registry)
+    base = validator_for(schema)
+    fast = validators.extend(base, {"uniqueItems": _unique_items})
+    return fast(schema, registry=registry)
+
+
+def _properties(schema: Any, version: int) -> set[str]:
+    """Keys a schema object allows, following `$ref` and `allOf` into the other schema files."""
+    if not isinstance(schema, Mapping):
+        return set()
+    keys = set((schema.get("properties") or {}).keys())
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and not ref.startswith("#"):
+        keys |= _properties(_resource(version, ref.lstrip("./")).contents, version)
+    for sub in schema.get("allOf") or ():
+        keys |= _properties(sub, version)
+    return keys
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,7 +84,11 @@ def deprecation(version: int, name: str) -> str | None:
     return None
 
 
-def _hint(err: Any, instance_root: Any) -> str:
+_TYPE_WORDS = {"string": "text", "array": "a list (lines starting with '- ')", "object": "a mapping (key: value lines)",
+               "integer": "a whole number", "number": "a number", "boolean": "true or false"}
+
+
+def _hint(err: Any, version: int) -> str:
     kind = err.validator
     if kind == "minItems":
         have = len(err.instance) if isinstance(err.instance, list) else 0
@@ -60,12 +97,15 @@ def _hint(err: Any, instance_root: Any) -> str:
     if kind == "required":
         return "add the missing key"
     if kind == "type":
-        want = err.validator_value
-        return f"write a {want} here (quote text that YAML reads as a number, date or boolean)"
+        want = err.validator_value if isinstance(err.validator_value, str) else "string"
+        hint = f"write {_TYPE_WORDS.get(want, want)} here"
+        if want == "string" and isinstance(err.instance, (int, float, bool)) or type(err.instance).__name__ in ("date", "datetime"):
+            hint += " (quote it: YAML reads this value as a number, date or boolean)"
+        return hint
     if kind == "minLength":
         return "write a non-empty value"
     if kind in ("unevaluatedProperties", "additionalProperties"):
-        allowed = sorted((err.schema.get("properties") or {}).keys()) if isinstance(err.schema, Mapping) else []
+        allowed = sorted(_properties(err.schema, version))
         extra = [k for k in (err.instance or {}) if k not in allowed] if isinstance(err.instance, Mapping) else []
         tips = []
         for k in extra:
@@ -74,6 +114,8 @@ def _hint(err: Any, instance_root: Any) -> str:
         allowed_txt = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         return ("; ".join(tips) or "remove the unexpected keys") + allowed_txt
     if kind == "const":
+        if list(err.absolute_path) == ["version"]:
+            return "use version: 3, the current schema"
         return f"set it to {err.validator_value!r}"
     if kind == "uniqueItems":
         return "remove or change the repeated entry"
@@ -93,5 +135,5 @@ def schema_errors(version: int, name: str, contents: Any) -> Iterator[tuple[list
             message = f"Value must have at least {err.validator_value} items"
         else:
             message = err.message[-200:]
-        hint = _hint(err, contents)
+        hint = _hint(err, version)
         yield list(err.absolute_path), yaml_path, f"{message}{'; ' + hint if hint else ''}"

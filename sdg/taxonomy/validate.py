@@ -20,7 +20,7 @@ from sdg.taxonomy import schema_check
 from sdg.taxonomy.checks import CheckContext, leaf_fingerprint, run_file_checks
 from sdg.taxonomy.findings import Finding, count
 from sdg.taxonomy.layout import QNA_NAME, ROOTS, taxonomy_parts
-from sdg.taxonomy.yamlload import YamlProblem, load_yaml, locate
+from sdg.taxonomy.yamlload import GENERIC_FIX, YamlProblem, check_pure_syntax, load_yaml, locate
 
 DEFAULT_YAMLLINT_CONFIG = "{extends: relaxed, rules: {line-length: disable}}"
 
@@ -122,7 +122,8 @@ class _FileValidator:
             self.add("error", f'The file "{self.path}" does not exist or is not a file', check="read")
             return None
         if self.path.name != QNA_NAME:
-            self.add("error", f'Taxonomy file must be named "{QNA_NAME}"; "{self.path.name}" is not a valid name', check="read")
+            self.add("error", f'Taxonomy file must be named "{QNA_NAME}"; "{self.path.name}" is not a valid name; '
+                     f"rename it to {QNA_NAME}", check="read")
             return None
         if st.st_size > self.options.max_file_bytes:
             self.add("error", f"file is {st.st_size:,} bytes; the limit is {self.options.max_file_bytes:,} "
@@ -166,7 +167,18 @@ class _FileValidator:
         version = _version_of(contents)
         if version > 1:
             for p in linter.run(text, _yamllint_conf(self.options.yamllint_config)):
-                self.add("error", f"{p.desc} ({p.rule})" if p.rule else p.desc, p.line, p.column, check="yamllint")
+                self.add("error", _yamllint_message(p), p.line, p.column, check="yamllint")
+        else:
+            try:
+                check_pure_syntax(text)
+            except YamlProblem as exc:
+                self.add("error", exc.message, exc.line, exc.col, check="yaml")
+                return self.result()
+        raw_version = contents.get("version", 1)
+        if not isinstance(raw_version, int) and not _is_int_text(raw_version):
+            line, col = locate(node, ["version"])
+            self.add("error", f"version {raw_version!r} is not a number; write version: 3", line, col, ".version",
+                     check="schema")
         if bad_key is not None:
             self.add("error", f"mapping key {bad_key[0]!r} is not text; write keys as plain words", bad_key[1], bad_key[2], check="yaml")
         name = schema_check.schema_name_for(self.parts, contents)
@@ -207,6 +219,43 @@ class _FileValidator:
             line, col = locate(node, ["document", "patterns"])
             self.add("warning", f"{skipped} matches a pattern but is not .md or .pdf; it is skipped",
                      line, col, ".document.patterns", check="documents")
+
+
+_YAMLLINT_FIXES = {
+    "key-duplicates": "remove or rename one of the duplicate keys",
+    "trailing-spaces": "delete the spaces at the end of the line",
+    "indentation": "indent consistently with spaces (2 per level is usual)",
+    "colons": "write exactly one space after ':' and none before it",
+    "hyphens": "write exactly one space after '-'",
+    "empty-lines": "remove the extra blank lines",
+    "new-line-at-end-of-file": "end the file with a newline",
+    "new-lines": "use Unix line endings (\\n)",
+    "document-start": "start the file with '---' or remove it consistently",
+    "truthy": "quote the value or write true/false",
+    "brackets": "fix the spacing inside [ ]",
+    "braces": "fix the spacing inside { }",
+    "commas": "write one space after each comma and none before",
+    "comments": "write a space after '#' and two before an inline comment",
+    "comments-indentation": "indent the comment like the content around it",
+    "key-ordering": "order the keys as the rule requires",
+    "line-length": "shorten the line or use a block scalar (|)",
+}
+
+
+def _yamllint_message(p) -> str:
+    """yamllint's finding as InstructLab prints it (`desc (rule)`), plus what to do about it."""
+    if not p.rule:
+        return f"{p.desc}; {GENERIC_FIX}"
+    fix = _YAMLLINT_FIXES.get(p.rule, f"fix the formatting yamllint's '{p.rule}' rule points at")
+    return f"{p.desc} ({p.rule}); {fix}"
+
+
+def _is_int_text(value: Any) -> bool:
+    try:
+        int(value)
+        return not isinstance(value, bool)
+    except (ValueError, TypeError, OverflowError):
+        return False
 
 
 def _version_of(contents: Mapping[str, Any]) -> int:
