@@ -7,6 +7,7 @@ touches the network unless `documents=True`, which fetches each knowledge leaf's
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -50,6 +51,7 @@ class FileResult:
     contents: Mapping[str, Any] | None = None
     version: int = 0
     node: yaml.Node | None = field(default=None, repr=False, compare=False)
+    fingerprint: str | None = None  # of the generation input, for the duplicate-leaf check
 
     @property
     def ok(self) -> bool:
@@ -144,7 +146,7 @@ class _FileValidator:
                      "save the file as UTF-8 YAML", line, col, check="read")
             return None
 
-    def run(self, seen_fingerprints: dict[str, list[str]]) -> FileResult:
+    def run(self) -> FileResult:
         text = self.read()
         if text is None:
             return self.result()
@@ -200,7 +202,7 @@ class _FileValidator:
                 self.add(severity, message, line, col, yaml_path, check="sdg")
             if self.options.documents and kind == "knowledge" and not any(f.is_error for f in self.findings):
                 self._check_documents(contents, node)
-            seen_fingerprints.setdefault(leaf_fingerprint(contents), []).append(self.display)
+            return self.result(contents=contents, version=version, node=node, fingerprint=leaf_fingerprint(contents))
         return self.result(contents=contents, version=version, node=node)
 
     def _check_documents(self, contents: Mapping[str, Any], node: yaml.Node | None) -> None:
@@ -291,17 +293,47 @@ def _first_non_string_key(node: yaml.Node | None) -> tuple[Any, int, int] | None
     return None
 
 
+PARALLEL_MIN_FILES = 64
+
+
+def _validate_one(job: tuple[Path, tuple[str, ...], ValidationOptions]) -> FileResult:
+    path, parts, options = job
+    result = _FileValidator(path, parts, options).run()
+    return FileResult(result.path, result.display, result.parts, result.findings, result.contents, result.version,
+                      None, result.fingerprint)  # YAML nodes stay in the worker process
+
+
+def _run_all(jobs: list[tuple[Path, tuple[str, ...], ValidationOptions]], workers: int) -> list[FileResult]:
+    """Files are independent: big batches use every core (each worker gets long runs of files)."""
+    if workers <= 1 or len(jobs) < PARALLEL_MIN_FILES:
+        return [_FileValidator(p, parts, o).run() for p, parts, o in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        return list(pool.map(_validate_one, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+
+
 def validate_files(files: Iterable[Path], roots: Path | Sequence[Path] | None = None,
-                   options: ValidationOptions = ValidationOptions()) -> ValidationResult:
-    """Validate every file; `roots` are the taxonomy roots the files' kinds are read from."""
+                   options: ValidationOptions = ValidationOptions(), *, workers: int | None = None) -> ValidationResult:
+    """Validate every file; `roots` are the taxonomy roots the files' kinds are read from.
+
+    `workers` processes (default: the CPUs this process may use) share batches of 64 files or more;
+    results then carry no YAML node trees.
+    """
     roots = [roots] if isinstance(roots, Path) else list(roots or [])
-    results: list[FileResult] = []
-    fingerprints: dict[str, list[str]] = {}
-    for path in files:
-        path = Path(path)
-        parts = taxonomy_parts(path, roots)
-        results.append(_FileValidator(path.absolute(), parts, options).run(fingerprints))
+    jobs = [(Path(p).absolute(), taxonomy_parts(Path(p), roots), options) for p in files]
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if options.documents:
+        workers = 1  # document fetches share one cache; keep them in one process
+    results = _run_all(jobs, workers)
     findings = [f for r in results for f in r.findings]
+    fingerprints: dict[str, list[str]] = {}
+    for r in results:
+        if r.fingerprint:
+            fingerprints.setdefault(r.fingerprint, []).append(r.display)
     for displays in fingerprints.values():
         if len(displays) > 1:
             for d in displays:
