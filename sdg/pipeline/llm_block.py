@@ -1,0 +1,194 @@
+"""The `llm` block: render a prompt per row, ask the teacher, parse the reply into 0..n rows.
+
+Every request that yields nothing is counted with its reason (`empty_reply`, `unparseable`,
+`truncated`, `request_failed:<kind>`), so a unit's drop counts explain where its samples went. A
+judge is this block with a score parser (`score`, `yes_no`) followed by a `filter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sdg.errors import ConfigError
+from sdg.pipeline.blocks import BindEnv, Block, Bound, RunState, need_columns, register_block
+from sdg.pipeline.parsers import PARSERS, ParserSpec
+from sdg.pipeline.templates import PromptFile
+from sdg.pipeline.types import Row
+
+TARGET = "target_samples"  # `num_samples`/`cap` value meaning "this unit's target_samples"
+NUM_SAMPLES = "num_samples"  # the placeholder a prompt uses for "how many to write in this reply"
+
+
+@dataclass
+class _Reply:
+    """One call's outcome, reduced to what the block needs."""
+
+    items: list[dict]
+    reason: str | None = None  # why nothing usable came back
+
+
+@register_block("llm")
+@dataclass
+class LLMBlock(Block):
+    """Generation or judging: one prompt per input row (split over calls by samples_per_call), 0..cap rows out."""
+
+    name: str
+    prompt: str  # a file in prompts/
+    parser: str  # a name in sdg.pipeline.parsers.PARSERS
+    max_tokens: int
+    temperature: float = 0.7
+    outputs: dict[str, str] | None = None  # parser field -> column; default: same names
+    num_samples: int | Literal["target_samples"] = 1  # samples to ask for per input row
+    samples_per_call: int | None = None  # split num_samples over several calls of at most this many
+    cap: int | Literal["target_samples"] | None = None  # keep at most this many per input row; default num_samples
+    stop: list[str] | None = None
+    valid_range: list[int] | None = None  # [lo, hi] for score parsers: other scores count as out_of_range
+    count_generated: bool = False  # this block's parsed items are the unit's raw samples (UnitResult.generated)
+    _prompt: PromptFile | None = field(default=None, init=False, repr=False)
+    _parser: ParserSpec | None = field(default=None, init=False, repr=False)
+
+    def check(self, where: str) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError(f"{where}: max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0 <= self.temperature <= 2:
+            raise ConfigError(f"{where}: temperature must be between 0 and 2, got {self.temperature}")
+        for key in ("num_samples", "samples_per_call", "cap"):
+            v = getattr(self, key)
+            if isinstance(v, int) and v < 1:
+                raise ConfigError(f"{where}: {key} must be >= 1 (or '{TARGET}'), got {v}")
+        if self.valid_range is not None and (len(self.valid_range) != 2 or self.valid_range[0] > self.valid_range[1]):
+            raise ConfigError(f"{where}: valid_range must be [low, high], got {self.valid_range}")
+
+    def bind(self, env: BindEnv, where: str) -> None:
+        spec = PARSERS.get(self.parser)
+        if spec is None:
+            raise ConfigError(f"{where}: unknown parser '{self.parser}'; known parsers: {', '.join(PARSERS)}")
+        self._parser = spec
+        self._prompt = env.prompt(self.prompt, where)
+        bad = [k for k in self.output_map if k not in spec.fields]
+        if bad:
+            raise ConfigError(f"{where}: outputs names {bad}, but parser '{self.parser}' gives only "
+                              f"{', '.join(spec.fields)}")
+        if self.valid_range is not None and spec.fields != ("score",):
+            raise ConfigError(f"{where}: valid_range only applies to score parsers (score, yes_no)")
+
+    @property
+    def output_map(self) -> dict[str, str]:
+        if self.outputs is not None:
+            return dict(self.outputs)
+        return {f: f for f in (self._parser.fields if self._parser else ())}
+
+    def columns_out(self, columns: frozenset[str], where: str) -> frozenset[str]:
+        assert self._prompt is not None
+        wanted = [f for f in self._prompt.fields if f != NUM_SAMPLES]
+        need_columns(columns, wanted, f"{where}: prompt {self.prompt}", "the prompt")
+        return columns | frozenset(self.output_map.values())
+
+    # -- sizes --------------------------------------------------------------------------------------
+
+    def asked(self, target: int) -> int:
+        return target if self.num_samples == TARGET else int(self.num_samples)
+
+    def per_call(self, target: int) -> list[int]:
+        """How many samples each call asks for: num_samples split into chunks of samples_per_call."""
+        n = self.asked(target)
+        step = self.samples_per_call or n
+        return [min(step, n - i) for i in range(0, n, step)]
+
+    def kept(self, target: int) -> int:
+        if self.cap is None:
+            return self.asked(target)
+        return target if self.cap == TARGET else int(self.cap)
+
+    def bound(self, before: Bound, target: int) -> Bound:
+        calls = before.rows * len(self.per_call(target))
+        return Bound(before.rows * self.kept(target), before.requests + calls,
+                     before.output_tokens + calls * self.max_tokens)
+
+    # -- running ------------------------------------------------------------------------------------
+
+    async def run(self, rows: list[Row], state: RunState) -> list[Row]:
+        assert self._prompt is not None and self._parser is not None
+        plans: list[tuple[int, list[dict], int]] = []  # (row index, messages, seed) in a fixed order
+        for i, row in enumerate(rows):
+            for count in self.per_call(state.target):
+                try:
+                    messages = self._prompt.messages({**row, NUM_SAMPLES: count})
+                except KeyError as e:
+                    state.drop(self.name, "missing_column")
+                    state.error(self.name, "missing_column", f"row has no column {e.args[0]!r} for {self.prompt}")
+                    break
+                plans.append((i, messages, state.next_seed()))
+        replies = await asyncio.gather(*(self._ask(messages, seed, state) for _, messages, seed in plans))
+        by_row: dict[int, list[dict]] = {}
+        for (i, _, _), reply in zip(plans, replies):
+            if reply.reason:
+                state.drop(self.name, reply.reason)
+            by_row.setdefault(i, []).extend(reply.items)
+        out: list[Row] = []
+        keep = self.kept(state.target)
+        mapping = self.output_map
+        for i, row in enumerate(rows):
+            items = by_row.get(i, [])
+            state.drop(self.name, "over_target", len(items) - keep)
+            for item in items[:keep]:
+                new = dict(row)
+                for src, col in mapping.items():
+                    new[col] = item[src]
+                out.append(new)
+        return out
+
+    async def _ask(self, messages: list[dict], seed: int, state: RunState) -> _Reply:
+        assert self._parser is not None
+        try:
+            res = await state.ctx.chat(messages, max_tokens=self.max_tokens, temperature=self.temperature,
+                                       seed=seed, stop=self.stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the contract says chat never raises; a bad one must not end the unit
+            res = _Failure("exception", f"{type(e).__name__}: {e}")
+        result = state.result
+        result.requests += 1
+        result.prompt_tokens += _int(getattr(res, "prompt_tokens", 0))
+        result.completion_tokens += _int(getattr(res, "completion_tokens", 0))
+        if not getattr(res, "ok", False):
+            kind = str(getattr(res, "kind", "unknown") or "unknown")
+            state.error(self.name, kind, str(getattr(res, "message", "") or repr(res)))
+            return _Reply([], f"request_failed:{kind}")
+        text = getattr(res, "text", "") or ""
+        if not isinstance(text, str) or not text.strip():
+            return _Reply([], "empty_reply")
+        fields = self._parser.fields
+        items = [i for i in self._parser.parse(text) if all(isinstance(i.get(f), (str, int)) for f in fields)]
+        cut = getattr(res, "finish_reason", None) == "length"
+        if self.count_generated:
+            result.generated += len(items)
+        if cut and self._parser.drops_cut_item and items:
+            items.pop()  # it was still being written when max_tokens ran out
+            state.drop(self.name, "truncated_item")
+            return _Reply(items)
+        if not items:
+            return _Reply([], "truncated" if cut else "unparseable")
+        if self.valid_range is not None:
+            lo, hi = self.valid_range
+            good = [i for i in items if lo <= i["score"] <= hi]
+            if not good:
+                return _Reply([], "out_of_range")
+            items = good
+        return _Reply(items)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    kind: str
+    message: str
+    ok: bool = False
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v or 0)
+    except (TypeError, ValueError):
+        return 0

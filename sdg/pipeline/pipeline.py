@@ -1,0 +1,69 @@
+"""A loaded pipeline: its blocks in order, run on one unit's row; the engine's `RunUnit`.
+
+`run` never raises for anything a teacher or a block does (only cancellation propagates): a failing
+block is recorded as an error and its rows counted as dropped, so one bad unit cannot end a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdg.pipeline.blocks import Block, Bound, RunState
+from sdg.pipeline.columns import is_scratch
+from sdg.pipeline.types import RequestError, Row, UnitContext, UnitResult
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    kind: str  # knowledge | freeform_skill | grounded_skill
+    blocks: tuple[Block, ...]
+    fingerprint: str  # sha256 over the YAML and every file it uses: a change means "config changed" on resume
+    source: Path  # the YAML file
+    description: str = ""
+    output_columns: frozenset[str] = frozenset()  # every column a kept row has (input columns included)
+
+    def _bound(self, target: int) -> Bound:
+        b = Bound(rows=1)
+        for block in self.blocks:
+            b = block.bound(b, target)
+        return b
+
+    def max_requests_per_unit(self, target: int) -> int:
+        """Upper bound of teacher requests for one unit of `target` samples (every sample survives every filter)."""
+        return self._bound(max(1, int(target))).requests
+
+    def max_output_tokens_per_unit(self, target: int) -> int:
+        """Upper bound of completion tokens: every request uses its block's max_tokens."""
+        return self._bound(max(1, int(target))).output_tokens
+
+    async def run(self, row: Row, ctx: UnitContext) -> UnitResult:
+        result = UnitResult()
+        target = row.get("target_samples")
+        if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+            result.errors.append(RequestError("pipeline", "bad_row",
+                                              f"target_samples must be an int >= 1, got {target!r}"))
+            return result
+        state = RunState(ctx, result, target)
+        rows: list[Row] = [dict(row)]
+        for block in self.blocks:
+            if not rows:
+                break
+            try:
+                rows = await block.run(rows, state)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - recorded, never raised: the unit ends, the run goes on
+                result.errors.append(RequestError(block.name, "block_error", f"{type(e).__name__}: {e}"))
+                state.drop(block.name, "block_error", len(rows))
+                rows = []
+        if len(rows) > target:
+            state.drop("pipeline", "over_target", len(rows) - target)
+            rows = rows[:target]
+        result.rows = [{k: v for k, v in r.items() if not is_scratch(k)} for r in rows]
+        return result
+
+    async def __call__(self, row: Row, ctx: UnitContext) -> UnitResult:
+        return await self.run(row, ctx)

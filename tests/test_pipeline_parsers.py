@@ -1,0 +1,148 @@
+"""Parsers against hand-written small-model replies (tests/fixtures/model_replies), and on any text at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sdg.pipeline import parsers as P
+
+FIXTURES = Path(__file__).parent / "fixtures" / "model_replies"
+CASES: dict = yaml.safe_load((FIXTURES / "cases.yaml").read_text(encoding="utf-8"))
+LIST_PARSERS = ("qa_pairs", "questions", "contexts", "answer")
+FIRST = {"first_question": "question", "first_answer": "answer", "first_context": "context"}
+
+
+def reply(name: str) -> str:
+    return (FIXTURES / name.split("#")[0]).read_text(encoding="utf-8")
+
+
+def raw(name: str):
+    """The parser without its never-raise wrapper, so a bug shows up here instead of as 'nothing parsed'."""
+    return getattr(P, name).__wrapped__
+
+
+def test_there_are_enough_fixtures() -> None:
+    files = {p.name for p in FIXTURES.glob("*.txt")}
+    assert len(files) >= 20
+    assert files == {k.split("#")[0] for k in CASES}, "every fixture has expectations and vice versa"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fixture_reply_parses_as_expected(case: str) -> None:
+    text, expected = reply(case), CASES[case]
+    main = next((k for k in expected if k in LIST_PARSERS), None)
+    for key, want in expected.items():
+        if key in LIST_PARSERS:
+            got = raw(key)(text)
+            assert len(got) == want, f"{key}: {got}"
+            assert got == getattr(P, key)(text)
+            for item in got:
+                assert all(isinstance(v, str) and v.strip() == v and v for v in item.values()), item
+        elif key in ("score", "yes_no"):
+            assert raw(key)(text) == want
+        elif key in FIRST:
+            assert main is not None
+            assert raw(main)(text)[0][FIRST[key]] == want
+
+
+def test_pairs_keep_multiline_answers_and_drop_chatter() -> None:
+    pairs = P.qa_pairs(reply("qa_preamble_outro.txt"))
+    assert [p["answer"] for p in pairs][-1] == "The report was written by students."
+    assert all("Here are" not in p["question"] for p in pairs)
+
+
+def test_truncated_reply_still_yields_its_cut_item() -> None:
+    """The parser returns what is there; the llm block drops the cut last item when finish_reason is 'length'."""
+    pairs = P.qa_pairs(reply("qa_truncated.txt"))
+    assert pairs[-1]["answer"].endswith("because the")
+
+
+def test_pairs_from_a_seed_with_braces_and_code() -> None:
+    text = "Question: What does `{x: 1}` mean in JSON?\nAnswer: An object: {\"x\": 1} maps the key x to 1."
+    assert P.qa_pairs(text) == [{"question": "What does `{x: 1}` mean in JSON?",
+                                 "answer": "An object: {\"x\": 1} maps the key x to 1."}]
+
+
+def test_answer_parser_cuts_where_a_new_question_starts() -> None:
+    assert P.answer("Sure!\nThe answer is 42.\nQuestion: and then?") == [{"answer": "The answer is 42."}]
+    assert P.answer("Answer: It is 42.[End] more text") == [{"answer": "It is 42."}]
+    assert P.answer("Sure, you can do that with a loop.") == [{"answer": "Sure, you can do that with a loop."}]
+    assert P.answer("(the answer)") == []
+
+
+@pytest.mark.parametrize("text,want", [
+    ("Score: 2", 2), ("[Score] 3", 3), ("rating: 1/3", 1), ("**Score:** 3", 3), ("Score = 1", 1),
+    ("The score is 2.", 2), ("I give it a score of 3 because it is clear.", 3), ("2 out of 3", 2),
+    ("It is clear and complete. 3", 3), ("3", 3), ("Score: 1 means bad, Score: 3 means good. Score: 2", 2),
+    ("Score: 2.5", None), ("Score: <1, 2 or 3>", None), ("no number here", None), ("", None),
+    ("Score: 3\n[End]", 3), ("**Rating**: 2/3", 2),
+])
+def test_score(text: str, want: int | None) -> None:
+    assert raw("score")(text) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    ("Yes", 1), ("no", 0), ("No.", 0), ("YES, it is supported.", 1), ("[Answer] Yes", 1), ("**No**", 0),
+    ("Verdict: yes", 1), ("Score: 1", 1), ("Score: 0 (no, something is missing)", 0), ("True", 1),
+    ("The answer matches the document.\nYes", 1), ("Maybe", None), ("", None), ("Score: 3", None),
+    ("1", 1), ("It is fine, I think. 0", 0), ("Not sure, there is no way to tell", None),
+])
+def test_yes_no(text: str, want: int | None) -> None:
+    assert raw("yes_no")(text) == want
+
+
+def test_normalize_makes_near_duplicates_equal() -> None:
+    assert P.normalize("What is  X?") == P.normalize("what is x") == "what is x"
+    assert P.normalize("**Ｗhat** is x!") == "what is x"
+
+
+def test_registry_names_fields_and_cut_policy() -> None:
+    assert set(P.PARSERS) == {"qa_pairs", "questions", "answer", "contexts", "score", "yes_no"}
+    assert P.PARSERS["score"].parse("Score: 2") == [{"score": 2}]
+    assert P.PARSERS["score"].parse("nothing") == []
+    assert not P.PARSERS["yes_no"].drops_cut_item and P.PARSERS["qa_pairs"].drops_cut_item
+
+
+@pytest.mark.parametrize("value", [None, 3, b"Question: x\nAnswer: y", ["Question: a"]])
+def test_non_text_input_gives_nothing(value) -> None:
+    for name in LIST_PARSERS:
+        assert getattr(P, name)(value) == []
+    assert P.score(value) is None and P.yes_no(value) is None
+
+
+_markers = st.sampled_from(["Question:", "Answer:", "[Question]", "[Answer]", "[End]", "Q1:", "A:", "1.", "- ",
+                            "---", "**", "```", "{", "}", "?", "\n", "\n\n", "Score:", "Context:", "<question>",
+                            "</answer>", '"question": "', '", "answer": "', "yes", "3/3", "\\", "\r", "\t"])
+_texts = st.one_of(st.text(), st.lists(st.one_of(_markers, st.text(max_size=12)), max_size=40).map("".join))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_texts)
+def test_parsers_never_raise_on_any_text(text: str) -> None:
+    for name in LIST_PARSERS:
+        items = raw(name)(text)  # unwrapped: an exception here is a real bug
+        assert isinstance(items, list)
+        for item in items:
+            assert all(isinstance(v, str) and v for v in item.values())
+    for name in ("score", "yes_no"):
+        v = raw(name)(text)
+        assert v is None or isinstance(v, int)
+    for spec in P.PARSERS.values():
+        assert isinstance(spec.parse(text), list)
+
+
+def test_long_pathological_text_is_fast() -> None:
+    import time
+
+    texts = [" " * 50_000 + "x", "**" * 20_000, "Question: " * 5_000, "a" * 100_000, "?" * 50_000,
+             '"question": "' * 5_000, "1. " * 20_000, "\n" * 50_000 + "Score: 2"]
+    t0 = time.monotonic()
+    for text in texts:
+        for spec in P.PARSERS.values():
+            spec.parse(text)
+    assert time.monotonic() - t0 < 20
