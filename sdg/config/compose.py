@@ -33,6 +33,21 @@ def valid_keys(dotted: str) -> tuple[str, list[str]]:
     return ".".join(section) or "<top level>", [f.name for f in dataclasses.fields(cls)]
 
 
+def _field_type(dotted: str) -> Any:
+    """The declared type's origin of a config field (`dict` for mapping fields), or None."""
+    import typing
+
+    cls: Any = SdgConfig
+    for part in dotted.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        f = fields.get(part)
+        if f is None:
+            return None
+        hints = typing.get_type_hints(cls)
+        cls = hints.get(part)
+    return typing.get_origin(cls) or cls
+
+
 def _explain(exc: Exception) -> str:
     cause = exc.__cause__
     text = " ".join(str(e) for e in (exc, cause) if e is not None and str(e).strip())
@@ -40,6 +55,10 @@ def _explain(exc: Exception) -> str:
     missing_key = re.search(r"Key '([^']+)' (?:is )?not in", text)
     if missing_key:
         key = override.group(1) if override else missing_key.group(1)
+        parent = _field_type(key.rsplit(".", 1)[0]) if "." in key else None
+        if parent is dict:
+            return (f"'{key.rsplit('.', 1)[0]}' is a mapping: add entries with "
+                    f"+{key}=VALUE (the leading + adds a key)")
         section, keys = valid_keys(key)
         return f"unknown config key '{key}': {section} accepts {', '.join(keys)}"
     group = re.search(r"Could not find '([^'/]+)/([^']+)'", text)

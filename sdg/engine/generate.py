@@ -13,7 +13,7 @@ import platform
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -261,9 +261,13 @@ async def _run(cfg: SdgConfig, plan: Plan, pipelines: Mapping[str, Any], journal
     per = cfg.generate.max_concurrency or 2 * _slots(cfg.teacher)
     eps = [Endpoint(e.base_url, e.model, e.api_key, max_in_flight=per, name=f"{e.backend}-{i}")
            for i, e in enumerate(endpoints)]
+    cap = cfg.teacher.max_tokens
     async with TeacherClient(eps, timeout_s=cfg.teacher.request_timeout_s, max_retries=cfg.teacher.max_retries) as client:
+        async def chat(messages: list[dict], *, max_tokens: int, **kw: Any) -> Any:
+            return await client.chat(messages, max_tokens=min(max_tokens, cap), **kw)  # teacher.max_tokens caps blocks
+
         breaker = ErrorBreaker(cfg.generate.error_rate_limit, cfg.generate.error_window)
-        return await run_plan(plan, pipelines, client.chat, journals, done=done, workers=per * len(eps),
+        return await run_plan(plan, pipelines, chat, journals, done=done, workers=per * len(eps),
                               progress=progress, breaker=breaker)
 
 

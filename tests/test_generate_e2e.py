@@ -1,0 +1,209 @@
+"""`sdg data generate` end to end with the real embedded teacher (SmolLM2 on llama.cpp).
+
+Small models' text varies: these tests assert files, fields, counts and unit bookkeeping, never words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sdg.engine.journal import read_journal
+from sdg.teacher.backends import LlamaCppServer
+from sdg.taxonomy.init import init_taxonomy
+from tests.conftest import processes_in_group, smollm2_gguf
+
+pytestmark = pytest.mark.slow
+SDG = str(Path(sys.executable).parent / "sdg")
+# Small and quick: one chunk per knowledge leaf, short replies.
+COMMON = ["--sdg-scale-factor", "1", "taxonomy.documents.chunk_tokens=4000", "teacher.max_tokens=160",
+          "generate.progress_interval_s=5"]
+
+
+@pytest.fixture(scope="module")
+def taxonomy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return init_taxonomy(tmp_path_factory.mktemp("tax") / "taxonomy").path
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("teacher") / "llama.log"
+    with LlamaCppServer(gguf=smollm2_gguf(), model_name="teacher", context_length=4096, n_parallel=4, n_threads=2,
+                        log_path=log, startup_timeout_s=120) as ep:
+        yield ep
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return {**os.environ, "XDG_DATA_HOME": str(tmp / "data"), "XDG_CACHE_HOME": str(tmp / "cache"),
+            "HOME": str(tmp / "home")}
+
+
+def _generate(tmp: Path, taxonomy: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SDG, "data", "generate", "--taxonomy-path", str(taxonomy), "--output-dir", str(tmp / "out"),
+                           *COMMON, *args], env=_env(tmp), capture_output=True, text=True, timeout=timeout)
+
+
+def _run_dir(tmp: Path) -> Path:
+    (run,) = [p for p in (tmp / "out").iterdir() if (p / "run.json").exists()]
+    return run
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _check_training_file(path: Path) -> None:
+    for rec in _jsonl(path):
+        assert set(rec) == {"id", "messages", "metadata", "unmask"}
+        assert isinstance(rec["unmask"], bool) and isinstance(json.loads(rec["metadata"]), dict)
+        roles = [m["role"] for m in rec["messages"]]
+        assert roles[0] == "system" and "user" in roles and roles[-1] == "assistant"
+        assert all(isinstance(m["content"], str) and m["content"].strip() for m in rec["messages"])
+
+
+@pytest.mark.parametrize("pipeline", ["simple", "full"])
+def test_generate_all_leaf_kinds(tmp_path: Path, taxonomy: Path, teacher, pipeline: str) -> None:
+    r = _generate(tmp_path, taxonomy, "--endpoint-url", teacher.base_url, "--model", "teacher", "--pipeline", pipeline)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = _run_dir(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    stamp = manifest["stamp"]
+    kinds = {leaf["kind"] for leaf in manifest["leaves"]}
+    assert kinds == {"freeform_skill", "grounded_skill", "foundational_skill", "knowledge"}
+    counts = manifest["counts"]
+    # scale 1: one unit and one target sample per skill seed and per knowledge chunk x seed
+    assert counts["units"] == counts["target_samples"] == 5 + 5 + 5 + 5
+    assert counts["units_run"] == 20 and counts["units_failed"] == 0 and counts["requests"] >= 20
+    assert manifest["pipeline"]["name"] == pipeline and manifest["taxonomy"]["commit"]
+    for name in (f"test_{stamp}.jsonl", f"train_{stamp}.jsonl", f"messages_{stamp}.jsonl",
+                 f"knowledge_recipe_{stamp}.yaml", f"skills_recipe_{stamp}.yaml", "quality_report.json"):
+        assert (run / name).is_file(), name
+    nodes = run / f"node_datasets_{stamp}"
+    for leaf in manifest["leaves"]:
+        if leaf["kind"] == "knowledge":
+            assert (nodes / f"{leaf['name']}_p07.jsonl").is_file() and (nodes / f"{leaf['name']}_p10.jsonl").is_file()
+        else:
+            assert (nodes / f"{leaf['name']}.jsonl").is_file()
+    quality = json.loads((run / "quality_report.json").read_text())
+    for q in quality.values():
+        assert q["kept"] <= q["target"] and q["requests"] >= q["units"]
+        assert q["generated"] >= q["kept"]
+    for name in (f"knowledge_train_msgs_{stamp}.jsonl", f"skills_train_msgs_{stamp}.jsonl"):
+        if (run / name).exists():
+            _check_training_file(run / name)
+    for rec in _jsonl(run / f"test_{stamp}.jsonl"):
+        assert set(rec) >= {"user", "assistant"}
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path, taxonomy: Path) -> None:
+    r = _generate(tmp_path, taxonomy, "--dry-run", "--pipeline", "full", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "4 leaves (1 foundational_skill, 1 freeform_skill, 1 grounded_skill, 1 knowledge); 20 units" in r.stderr
+    assert "requests" in r.stderr and "estimated time" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _unit_lines(run: Path) -> list[tuple[str, str]]:
+    out = []
+    for path in sorted((run / "journal").glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            out.append((rec["unit"], rec["status"]))
+    return out
+
+
+def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path: Path, taxonomy: Path) -> None:
+    # The embedded teacher is started by `sdg` itself here: kill -9 must not leave it running either.
+    cmd = [SDG, "data", "generate", "--taxonomy-path", str(taxonomy), "--output-dir", str(tmp_path / "out"), *COMMON]
+    proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no unit finished in time"
+        runs = [p for p in (tmp_path / "out").glob("*") if (p / "journal").is_dir()] if (tmp_path / "out").exists() else []
+        if runs and len(_unit_lines(runs[0])) >= 4:
+            break
+        time.sleep(0.5)
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == proc.pid]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    for child in children:  # the teacher server leads its own process group
+        _wait_gone(child)
+    run = runs[0]
+    before = _unit_lines(run)
+    assert 4 <= len(before) < 20
+
+    r = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"resuming run {run}" in r.stderr
+    after = _unit_lines(run)
+    done = [u for u, status in after if status == "done"]
+    assert len(done) == len(set(done)) == 20, "every unit done exactly once"
+    assert after[:len(before)] == before, "finished work was kept as it was"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["counts"]["units_resumed"] == len([s for _, s in before if s == "done"])
+    assert manifest["counts"]["units_run"] == 20 - manifest["counts"]["units_resumed"]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _wait_gone(pid: int, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not processes_in_group(pid):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"process group {pid} outlived a kill -9 of sdg")
+
+
+def test_teacher_dies_mid_run_clear_error_journal_intact_then_resume(tmp_path: Path, taxonomy: Path) -> None:
+    server = LlamaCppServer(gguf=smollm2_gguf(), model_name="teacher", context_length=4096, n_parallel=4,
+                            n_threads=2, log_path=tmp_path / "t.log", startup_timeout_s=120)
+    ep = server.start()
+    cmd = [SDG, "data", "generate", "--taxonomy-path", str(taxonomy), "--output-dir", str(tmp_path / "out"),
+           "--endpoint-url", ep.base_url, "--model", "teacher", *COMMON, "generate.error_window=6",
+           "teacher.max_retries=1"]
+    proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            runs = list((tmp_path / "out").glob("*/journal")) if (tmp_path / "out").exists() else []
+            if runs and len(_unit_lines(runs[0].parent)) >= 3:
+                break
+            time.sleep(0.3)
+        os.killpg(ep.pid, signal.SIGKILL)  # the teacher dies; sdg keeps running
+        out, err = proc.communicate(timeout=300)
+    finally:
+        server.stop()
+    assert proc.returncode == 1, out + err
+    assert "teacher requests failed" in err and "Traceback" not in err and "run the same command again" in err
+    run = runs[0].parent
+    kept = _unit_lines(run)
+    assert len([u for u, s in kept if s == "done"]) >= 3
+    for path in (run / "journal").glob("*.jsonl"):
+        read_journal(path)  # still a valid journal
+
+    with LlamaCppServer(gguf=smollm2_gguf(), model_name="teacher", context_length=4096, n_parallel=4, n_threads=2,
+                        log_path=tmp_path / "t2.log", startup_timeout_s=120) as ep2:
+        cmd2 = [c if c != ep.base_url else ep2.base_url for c in cmd]
+        r = subprocess.run(cmd2, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    done = [u for u, s in _unit_lines(run) if s == "done"]
+    assert len(done) == len(set(done)) == 20
