@@ -211,8 +211,9 @@ def generate(cfg: SdgConfig, *, base_is_default: bool = True, log: Log = print) 
     result = GenerateResult(plan, estimate)
     if g.dry_run:
         return result
+    # What shapes the data, not where it is served: a restarted server or a requeued job on a new port resumes.
     teacher_id = {"name": cfg.teacher.name, "model": cfg.teacher.model, "served_model_name": cfg.teacher.served_model_name,
-                  "endpoint_url": cfg.teacher.endpoint_url, "max_tokens": cfg.teacher.max_tokens}
+                  "max_tokens": cfg.teacher.max_tokens}
     fps = {k: p.fingerprint for k, p in pipelines.items()}
     fingerprint = run_fingerprint(plan, fps, teacher_id)
     components = {"leaves": {lp.leaf.id: lp.fingerprint for lp in plan.leaves}, "pipelines": fps, "teacher": teacher_id,
