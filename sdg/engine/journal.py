@@ -84,17 +84,35 @@ def read_journal(path: Path, *, repair: bool = True) -> list[UnitRecord]:
 
 @dataclass
 class JournalStore:
-    """Writers for one run's journals (one file per leaf), opened lazily."""
+    """Writers for one run's journals (one file per leaf and writer), opened lazily.
+
+    `writer` names this process's files (`<leaf>.<writer>.jsonl`) so that several nodes working on
+    slices of one leaf never append to the same file on a shared filesystem; reading merges them all.
+    """
 
     root: Path
+    writer: str = ""
     _files: dict[str, IO[str]] = field(default_factory=dict)
     _last_sync: float = 0.0
 
     def path(self, leaf_name: str) -> Path:
-        return self.root / f"{leaf_name}.jsonl"
+        return self.root / (f"{leaf_name}.{self.writer}.jsonl" if self.writer else f"{leaf_name}.jsonl")
+
+    def paths(self, leaf_name: str) -> list[Path]:
+        """Every writer's journal of a leaf (leaf names never contain '.', so the glob is exact)."""
+        own = self.root / f"{leaf_name}.jsonl"
+        others = sorted(self.root.glob(f"{leaf_name}.*.jsonl")) if self.root.exists() else []
+        return ([own] if own.exists() else []) + others
 
     def load(self, leaf_name: str) -> list[UnitRecord]:
-        return read_journal(self.path(leaf_name))
+        """Records of every writer, the last done record per unit winning."""
+        merged: dict[str, UnitRecord] = {}
+        for path in self.paths(leaf_name):
+            for rec in read_journal(path, repair=path == self.path(leaf_name)):
+                prev = merged.get(rec.unit)
+                if prev is None or prev.status != "done" or rec.status == "done":
+                    merged[rec.unit] = rec
+        return list(merged.values())
 
     def append(self, leaf_name: str, record: dict[str, Any]) -> None:
         try:

@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from sdg.engine.journal import JournalStore, record_of
 from sdg.engine.plan import Plan, Unit
@@ -66,8 +66,8 @@ class RunStats:
 
 async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, journals: JournalStore, *,
                    done: Mapping[str, set[str]], workers: int, progress: Progress,
-                   breaker: ErrorBreaker | None = None) -> RunStats:
-    """Run every unit of `plan` not in `done` (unit ids by leaf name); returns what happened."""
+                   breaker: ErrorBreaker | None = None, units: Iterable[Unit] | None = None) -> RunStats:
+    """Run every unit of `plan` (or of `units`, a slice of it) not in `done` (unit ids by leaf name)."""
     stats = RunStats()
     started = time.monotonic()
     names = {lp.leaf.id: lp.leaf.name for lp in plan.leaves}
@@ -76,10 +76,11 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
     resumed = sum(len(v) for v in done.values())
     stats.units_resumed = resumed
     progress.resumed(resumed)
-    units: Iterator[Unit] = (u for u in plan.iter_units() if u.id not in done.get(names[u.leaf_id], ()))
+    source = plan.iter_units() if units is None else units
+    todo: Iterator[Unit] = (u for u in source if u.id not in done.get(names[u.leaf_id], ()))
 
     async def worker() -> None:
-        for unit in units:
+        for unit in todo:
             ctx = UnitContext(chat=chat, seed=unit.seed, leaf_id=unit.leaf_id, unit_id=unit.id)
             try:
                 result = await pipelines[kinds[unit.leaf_id]].run(unit.row, ctx)  # type: ignore[attr-defined]

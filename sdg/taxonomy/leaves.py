@@ -17,7 +17,7 @@ from sdg.errors import TaxonomyError, ValidationFailed
 from sdg.taxonomy.documents import DocumentSource, fetch_documents
 from sdg.taxonomy.validate import FileResult, ValidationOptions, ValidationResult, validate_files
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # no "." either: journals use it as a separator
 _NAME_BUDGET = 120
 
 
@@ -29,7 +29,7 @@ def leaf_id(parts: Sequence[str]) -> str:
 
 def file_safe_name(lid: str) -> str:
     """InstructLab's readable `a_b_c` plus a hash of the exact id, so `a/b_c` and `a_b/c` differ."""
-    readable = _UNSAFE.sub("-", lid.replace("->", "_")).strip("-.") or "leaf"
+    readable = _UNSAFE.sub("-", lid.replace("->", "_")).strip("-") or "leaf"
     digest = hashlib.sha256(lid.encode("utf-8")).hexdigest()[:10]
     return f"{readable[:_NAME_BUDGET]}-{digest}"
 
