@@ -23,7 +23,7 @@ from tests.conftest import processes_in_group, smollm2_gguf
 pytestmark = pytest.mark.slow
 SDG = str(Path(sys.executable).parent / "sdg")
 # Small and quick: one chunk per knowledge leaf, short replies.
-COMMON = ["--sdg-scale-factor", "1", "taxonomy.documents.chunk_tokens=4000", "teacher.max_tokens=160",
+COMMON = ["--sdg-scale-factor", "1", "taxonomy.documents.chunk_tokens=4000", "teacher.max_tokens=128",
           "generate.progress_interval_s=5"]
 
 
@@ -141,7 +141,8 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path: Path,
     run = runs[0]
     before = _unit_lines(run)
     assert 4 <= len(before) < 20
-    before_files = {p.name: p.read_text() for p in (run / "journal").glob("*.jsonl")}
+    # complete lines only: kill -9 may have torn the last one, which the resume cuts away
+    before_files = {p.name: p.read_text()[:p.read_text().rfind("\n") + 1] for p in (run / "journal").glob("*.jsonl")}
 
     r = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -164,7 +165,7 @@ def _ppid(pid: int) -> int:
         return -1
 
 
-def _wait_gone(pid: int, timeout: float = 20.0) -> None:
+def _wait_gone(pid: int, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if not processes_in_group(pid):
