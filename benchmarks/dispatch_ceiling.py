@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""Dispatch ceiling: how many units and teacher requests per second the engine itself can drive on one core.
+
+A program that prints figures, not a test. The teacher is replaced by `ZeroLatencyStandIn`, a
+measuring instrument (not a model, not a mock of sdg): a minimal asyncio HTTP/1.1 server in its own
+process, pinned to CPU 1 where there is one, that answers POST /v1/chat/completions at once with a
+valid chat completion whose content is five parseable `Question: ...\\nAnswer: ...` pairs (about the
+length of a real 256-token reply) and usage numbers. Everything on the engine side is real: the
+packaged pipelines from `load_pipeline` (simple by default), `TeacherClient` over httpx, `run_plan` with
+an `ErrorBreaker`, a `JournalStore` in a temp dir, `Progress(mode="none")`, on a synthetic plan of N
+units over leaves of every kind (freeform, grounded, foundational skills and knowledge leaves with
+chunks) built directly from `sdg.taxonomy.leaves` records and `make_plan`. The engine process is pinned
+to CPU 0. Since the teacher takes no time, the run's rate is the engine's own ceiling: units/s and
+requests/s (target: >= 1,000 requests/s on one core), plus CPU-seconds per request of the engine and
+the stand-in's own CPU use (if the stand-in is near 100 % of its core, it was the limit, not the engine).
+
+    .venv/bin/python benchmarks/dispatch_ceiling.py                       # 20,000 units, 64 in flight
+    .venv/bin/python benchmarks/dispatch_ceiling.py --units 2000          # quick
+    .venv/bin/python benchmarks/dispatch_ceiling.py --profile             # + cProfile of a second run: top costs
+
+With --profile a second, separate run (--profile-units, default 5,000) is made under cProfile and the
+top functions and the share of time per component (httpx/httpcore, asyncio, json, parsers, journal,
+...) are printed; cProfile inflates Python call overhead, so the shares are indicative and the rate
+under it is not the figure. The clean figure is always the first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from bench_common import (fmt_load, loadavg, log_err, pin_to, proc_cpu_s, sigterm_as_interrupt,  # noqa: E402
+                          wait_for_quiet)
+
+TARGET_REQ_S = 1000.0
+
+# --------------------------------------------------------------------------------------------------------
+# The stand-in server (runs in a child process: `dispatch_ceiling.py --stand-in-serve`)
+# --------------------------------------------------------------------------------------------------------
+
+_ANSWER_PAD = ("It covers the main point in plain words, gives one concrete example, and ends with a short "
+               "note on when the rule does not apply.")
+
+
+def _reply_template() -> bytes:
+    pairs = [f"Question: What is stand-in fact @@K@@-{i} about topic {i}?\nAnswer: Stand-in fact @@K@@-{i} says "
+             f"that item {i} comes first. {_ANSWER_PAD}" for i in range(1, 6)]
+    body = {"id": "chatcmpl-standin-@@K@@", "object": "chat.completion", "created": 1767225600, "model": "teacher",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "\n\n".join(pairs)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 300, "completion_tokens": 256, "total_tokens": 556}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _response(status: bytes, body: bytes) -> bytes:
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\nconnection: keep-alive\r\n\r\n" + body)
+
+
+class _StandInProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive and pipelining; bodies by Content-Length (httpx never chunks a JSON body)."""
+
+    counter = itertools.count()
+    served = 0
+    template = _reply_template()
+    health = _response(b"200 OK", b'{"status":"ok"}')
+    models = _response(b"200 OK", b'{"object":"list","data":[{"id":"teacher","object":"model"}]}')
+    not_found = _response(b"404 Not Found", b'{"error":{"message":"not found"}}')
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end])
+            length = 0
+            i = head.lower().find(b"content-length:")
+            if i >= 0:
+                j = head.find(b"\r\n", i)
+                length = int(head[i + 15:j if j >= 0 else len(head)])
+            total = end + 4 + length
+            if len(self.buf) < total:
+                return
+            del self.buf[:total]
+            line = head[:head.find(b"\r\n")] if b"\r\n" in head else head
+            parts = line.split(b" ")
+            method, path = (parts[0], parts[1]) if len(parts) >= 2 else (b"", b"")
+            if method == b"POST" and path.endswith(b"/chat/completions"):
+                k = str(next(self.counter)).encode()
+                self.transport.write(_response(b"200 OK", self.template.replace(b"@@K@@", k)))  # type: ignore[attr-defined]
+                _StandInProtocol.served += 1
+            elif method == b"GET" and path.endswith(b"/health"):
+                self.transport.write(self.health)  # type: ignore[attr-defined]
+            elif method == b"GET" and path.endswith(b"/models"):
+                self.transport.write(self.models)  # type: ignore[attr-defined]
+            else:
+                self.transport.write(self.not_found)  # type: ignore[attr-defined]
+
+
+def _serve(cpu: int | None) -> int:
+    pinned = pin_to(cpu)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_StandInProtocol, "127.0.0.1", 0, backlog=1024)
+        port = server.sockets[0].getsockname()[1]
+        print(f"LISTENING {port} {pinned}", flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        server.close()
+        print(f"SERVED {_StandInProtocol.served}", flush=True)
+
+    asyncio.run(main())
+    return 0
+
+
+class ZeroLatencyStandIn:
+    """A measuring instrument: an OpenAI-compatible chat endpoint that answers at once, in its own process.
+
+    `with ZeroLatencyStandIn(cpu=1) as base_url:` -> "http://127.0.0.1:PORT/v1". `served` holds the number
+    of chat completions it answered after the block ends; `cpu_s()` its CPU seconds so far.
+    """
+
+    name = "ZeroLatencyStandIn"
+
+    def __init__(self, cpu: int | None = 1) -> None:
+        self.cpu = cpu
+        self.proc: subprocess.Popen[str] | None = None
+        self.base_url = ""
+        self.pinned = ""
+        self.served: int | None = None
+
+    def __enter__(self) -> str:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--stand-in-serve"]
+        if self.cpu is not None:
+            argv += ["--stand-in-cpu", str(self.cpu)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                     start_new_session=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("LISTENING "):
+            self.__exit__()
+            raise RuntimeError(f"{self.name} did not start: {line!r}")
+        _, port, self.pinned = line.strip().split(" ", 2)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self.base_url
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.proc.pid) if self.proc else float("nan")
+
+    def __exit__(self, *exc: object) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # its own process group (start_new_session)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        for line in (out or "").splitlines():
+            if line.startswith("SERVED "):
+                self.served = int(line.split()[1])
+        self.proc = None
+
+
+# --------------------------------------------------------------------------------------------------------
+# A synthetic plan over every leaf kind
+# --------------------------------------------------------------------------------------------------------
+
+_WORDS = ("river stone market light signal garden engine window ledger harbor lantern meadow copper paper "
+          "violet thunder orbit canyon pepper silver anchor basket candle dragon falcon glacier hollow island "
+          "jungle kettle lemon mirror needle ocean pillow quartz rocket saddle tunnel umbrella velvet walnut").split()
+
+
+def _text(seed: int, words: int) -> str:
+    out = []
+    x = seed * 2654435761 % 2**32
+    for i in range(words):
+        x = (x * 1103515245 + 12345) % 2**31
+        out.append(_WORDS[x % len(_WORDS)])
+        if i % 14 == 13:
+            out[-1] += "."
+    return " ".join(out).capitalize() + "."
+
+
+def synthetic_leaves(per_kind: int = 10, chunks: int = 2) -> list[Any]:
+    """`per_kind` leaves of each kind (freeform, grounded, foundational skills; knowledge with `chunks` chunks),
+    with realistic text sizes: skill seeds ~40-word answers, grounded contexts ~120 words, chunks ~400 words."""
+    from sdg.taxonomy.chunking import Chunk
+    from sdg.taxonomy.leaves import (FoundationalSkillLeaf, FreeformSkillLeaf, GroundedSkillLeaf, KnowledgeLeaf, QnA,
+                                     KnowledgeSeed, SkillSeed, file_safe_name)
+
+    leaves: list[Any] = []
+    for n in range(per_kind):
+        for kind in ("freeform", "grounded", "foundational", "knowledge"):
+            root = {"knowledge": "knowledge", "foundational": "foundational_skills"}.get(kind, "compositional_skills")
+            lid = f"{root}->bench->{kind}->leaf_{n:05d}"
+            base = dict(id=lid, name=file_safe_name(lid), path="/".join(lid.split("->")) + "/qna.yaml",
+                        created_by="bench", version=3)
+            s = zlib.crc32(f"{kind}{n}".encode()) % 10**6
+            if kind == "knowledge":
+                seeds = tuple(KnowledgeSeed(_text(s + i, 100), tuple(QnA(_text(s + 10 * i + k, 10) + "?",
+                                                                         _text(s + 20 * i + k, 30)) for k in range(3)))
+                              for i in range(5))
+                chunk_list = tuple(Chunk(c, _text(s + 100 + c, 400), 520, "doc.md") for c in range(chunks))
+                leaves.append(KnowledgeLeaf(**base, domain="benchmarks", document_outline=_text(s, 8), seeds=seeds,
+                                            chunks=chunk_list))
+                continue
+            seeds = tuple(SkillSeed(_text(s + i, 12) + "?", _text(s + 50 + i, 40),
+                                    _text(s + 90 + i, 120) if kind == "grounded" else None) for i in range(5))
+            task = _text(s + 7, 15)
+            if kind == "freeform":
+                leaves.append(FreeformSkillLeaf(**base, task_description=task, seeds=seeds))
+            elif kind == "grounded":
+                leaves.append(GroundedSkillLeaf(**base, task_description=task, seeds=seeds))
+            else:
+                leaves.append(FoundationalSkillLeaf(**base, task_description=task, seeds=seeds))
+    return leaves
+
+
+def synthetic_plan(units: int, *, per_kind: int = 10, chunks: int = 2, samples_per_unit: int = 5) -> tuple[Any, Iterator[Any]]:
+    """A plan with at least `units` units and an iterator over exactly `units` of them (round robin over leaves)."""
+    from sdg.engine.plan import input_rows, make_plan
+
+    leaves = synthetic_leaves(per_kind, chunks)
+    inputs = sum(len(input_rows(leaf)) for leaf in leaves)
+    shares = max(1, -(-units // inputs))
+    plan = make_plan(leaves, scale=shares * samples_per_unit, samples_per_unit=samples_per_unit, seed=42)
+    return plan, itertools.islice(plan.iter_units(), units)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The engine run
+# --------------------------------------------------------------------------------------------------------
+
+
+def load_pipelines(name: str = "simple") -> dict[str, Any]:
+    from sdg.engine.plan import PIPELINE_KINDS
+    from sdg.pipeline.loader import load_pipeline
+
+    return {kind: load_pipeline(name, kind) for kind in PIPELINE_KINDS}
+
+
+async def run_engine(base_url: str, plan: Any, units: Iterator[Any], n_units: int, pipelines: dict[str, Any],
+                     journal_dir: Path, *, concurrency: int, max_tokens: int = 256,
+                     on_start: Any = None, progress: Any = None) -> Any:
+    """What `sdg.engine.generate._run` does, against `base_url`: a TeacherClient, the chat cap, run_plan."""
+    from sdg.engine.journal import JournalStore
+    from sdg.engine.progress import Progress
+    from sdg.engine.runner import ErrorBreaker, run_plan
+    from sdg.teacher.client import Endpoint, TeacherClient
+
+    journals = JournalStore(journal_dir)
+    progress = progress or Progress(n_units, len(plan.leaves), mode="none")
+    try:
+        async with TeacherClient([Endpoint(base_url, "teacher", max_in_flight=concurrency, name="stand-in-0")]) as client:
+            async def chat(messages: list[dict], *, max_tokens: int, **kw: Any) -> Any:
+                return await client.chat(messages, max_tokens=min(max_tokens, cap), **kw)
+
+            cap = max_tokens
+            if on_start is not None:
+                on_start()
+            return await run_plan(plan, pipelines, chat, journals, done={}, workers=concurrency, progress=progress,
+                                  breaker=ErrorBreaker(), units=units)
+    finally:
+        progress.close()
+        journals.close()
+
+
+def measure(base_url: str, n_units: int, *, concurrency: int, pipeline: str = "simple", per_kind: int = 10,
+            standin: ZeroLatencyStandIn | None = None, profile: Any = None) -> dict[str, Any]:
+    pipelines = load_pipelines(pipeline)
+    plan, units = synthetic_plan(n_units, per_kind=per_kind)
+    marks: dict[str, float] = {}
+
+    def on_start() -> None:
+        marks["wall"], marks["cpu"] = time.monotonic(), time.process_time()
+        marks["standin_cpu"] = standin.cpu_s() if standin else float("nan")
+        if profile is not None:
+            profile.enable()
+
+    with tempfile.TemporaryDirectory(prefix="sdg-bench-journal-") as tmp:
+        stats = asyncio.run(run_engine(base_url, plan, units, n_units, pipelines, Path(tmp), concurrency=concurrency,
+                                       on_start=on_start))
+        if profile is not None:
+            profile.disable()
+        wall, cpu = time.monotonic() - marks["wall"], time.process_time() - marks["cpu"]
+        standin_cpu = (standin.cpu_s() - marks["standin_cpu"]) if standin else float("nan")
+        journal_bytes = sum(p.stat().st_size for p in Path(tmp).rglob("*.jsonl"))
+    return {"units": stats.units_done, "failed_units": stats.units_failed, "requests": stats.requests,
+            "samples": stats.samples, "errors": dict(stats.errors), "engine_s": stats.elapsed_s, "wall_s": wall,
+            "cpu_s": cpu, "units_s": stats.units_done / stats.elapsed_s, "requests_s": stats.requests / stats.elapsed_s,
+            "requests_per_cpu_s": stats.requests / cpu if cpu > 0 else float("nan"),
+            "cpu_ms_per_request": 1000 * cpu / stats.requests if stats.requests else float("nan"),
+            "standin_cpu_s": standin_cpu, "standin_busy": standin_cpu / wall if wall > 0 else float("nan"),
+            "journal_mb": journal_bytes / 2**20, "leaves": len(plan.leaves), "concurrency": concurrency,
+            "pipeline": pipeline}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Profile report
+# --------------------------------------------------------------------------------------------------------
+
+_COMPONENTS = (  # (label, substring of the file path or function label), first match wins
+    ("sdg.pipeline.parsers (qa_pairs)", "sdg/pipeline/parsers.py"),
+    ("sdg.pipeline.templates (prompt render)", "sdg/pipeline/templates.py"),
+    ("sdg.pipeline blocks/pipeline", "sdg/pipeline/"),
+    ("sdg.engine.journal (append, json)", "sdg/engine/journal.py"),
+    ("sdg.engine.runner", "sdg/engine/runner.py"),
+    ("sdg.engine.plan (iter_units, digests)", "sdg/engine/plan.py"),
+    ("sdg.engine.progress", "sdg/engine/progress.py"),
+    ("sdg.teacher.client", "sdg/teacher/client.py"),
+    ("httpx", "/httpx/"),
+    ("httpcore", "/httpcore/"),
+    ("h11", "/h11/"),
+    ("anyio/sniffio", "/anyio/"),
+    ("anyio/sniffio", "/sniffio/"),
+    ("json (stdlib + C)", "/json/"),
+    ("json (stdlib + C)", "_json"),
+    ("asyncio event loop", "/asyncio/"),
+    ("selectors/socket", "selectors.py"),
+    ("selectors/socket", "socket"),
+    ("selectors/socket", "'select'"),
+    ("selectors/socket", "method 'poll'"),
+    ("selectors/socket", "method 'send"),
+    ("selectors/socket", "method 'recv"),
+    ("hashlib/digests", "hashlib"),
+    ("hashlib/digests", "sha256"),
+    ("regex (re)", "/re/"),
+    ("regex (re)", "re.Pattern"),
+    ("regex (re)", "'sub' of"),
+    ("regex (re)", "'match' of"),
+    ("regex (re)", "'search' of"),
+    ("regex (re)", "'finditer' of"),
+    ("dataclasses/typing/abc", "dataclasses.py"),
+    ("dataclasses/typing/abc", "typing.py"),
+    ("dataclasses/typing/abc", "abc.py"),
+    ("file writes/fsync", "method 'write' of '_io"),
+    ("file writes/fsync", "method 'flush' of '_io"),
+    ("file writes/fsync", "posix.fsync"),
+    ("unicodedata/str", "unicodedata"),
+)
+
+
+def _component(filename: str, func: str) -> str:
+    where = f"{filename}:{func}"
+    for label, key in _COMPONENTS:
+        if key in where:
+            return label
+    if filename == "~":
+        return "other builtins"
+    return "other python"
+
+
+# Where the engine's time goes, as inclusive shares of the run: (label, file fragment, function name).
+# Indented labels are parts of the first unindented one above them.
+KEY_COSTS = (
+    ("TeacherClient._attempt: the whole HTTP request via httpx", "sdg/teacher/client.py", "_attempt"),
+    ("  httpx build_request (URL, headers, JSON body encode)", "httpx/_client.py", "build_request"),
+    ("  httpcore pool _assign_requests_to_connections (scans every connection)", "httpcore/_async/connection_pool.py",
+     "_assign_requests_to_connections"),
+    ("    has_expired -> is_socket_readable/get_extra_info per idle connection", "httpcore/_async/connection.py",
+     "has_expired"),
+    ("  httpcore current_async_library (tries 'import sniffio' every call)", "httpcore/_synchronization.py",
+     "current_async_library"),
+    ("  HTTP/1.1 exchange: h11 send/receive (httpcore http11)", "httpcore/_async/http11.py", "handle_async_request"),
+    ("  httpx response aread + aclose", "httpx/_models.py", "aread"),
+    ("  response JSON decode (resp.json)", "httpx/_models.py", "json"),
+    ("qa_pairs parser", "sdg/pipeline/parsers.py", "qa_pairs"),
+    ("DedupBlock._examples (normalizes every example, per row)", "sdg/pipeline/row_blocks.py", "_examples"),
+    ("parsers.normalize (all callers)", "sdg/pipeline/parsers.py", "normalize"),
+    ("prompt render PromptFile.messages", "sdg/pipeline/templates.py", "messages"),
+    ("ExamplesBlock.render", "sdg/pipeline/row_blocks.py", "render"),
+    ("JournalStore.append (json.dumps + write + flush)", "sdg/engine/journal.py", "append"),
+    ("  JournalStore.sync (fsync of every open journal file)", "sdg/engine/journal.py", "sync"),
+    ("record_of", "sdg/engine/journal.py", "record_of"),
+    ("plan iter_units (sha256 of JSON per unit, row copy)", "sdg/engine/plan.py", "iter_units"),
+    ("Progress.unit_done", "sdg/engine/progress.py", "unit_done"),
+    ("ErrorBreaker.observe", "sdg/engine/runner.py", "observe"),
+)
+
+
+def _key_table(shares: list[tuple[str, float, float]]) -> str:
+    lines = ["key costs (inclusive share of the run):"]
+    for label, share, secs in shares:
+        lines.append(f"  {share * 100:5.1f} %  {secs:7.2f} s  {label}")
+    return "\n".join(lines)
+
+
+def profile_report(profile: Any, top: int = 25) -> str:
+    import io
+    import pstats
+
+    st = pstats.Stats(profile)
+    total = sum(v[2] for v in st.stats.values())  # type: ignore[attr-defined]
+    by_comp: dict[str, float] = {}
+    rows = []
+    for (filename, line, func), (cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        comp = _component(filename, func)
+        by_comp[comp] = by_comp.get(comp, 0.0) + tt
+        rows.append((tt, ct, nc, f"{Path(filename).name if filename != '~' else ''}:{line}({func})"))
+    keys = []
+    for label, frag, name in KEY_COSTS:
+        ct = sum(v[3] for (f, _l, fn), v in st.stats.items() if fn == name and frag in f)  # type: ignore[attr-defined]
+        keys.append((label, ct / total if total else 0.0, ct))
+    out = io.StringIO()
+    out.write(f"profile: {total:.2f} s of own time in total\n\n{_key_table(keys)}\n\nshare of own time by component:\n")
+    for comp, tt in sorted(by_comp.items(), key=lambda kv: -kv[1]):
+        out.write(f"  {tt / total * 100:5.1f} %  {tt:7.2f} s  {comp}\n")
+    out.write(f"\ntop {top} functions by own time (tottime):\n  {'own %':>6} {'own s':>7} {'cum s':>7} {'calls':>9}  function\n")
+    for tt, ct, nc, name in sorted(rows, reverse=True)[:top]:
+        out.write(f"  {tt / total * 100:6.1f} {tt:7.2f} {ct:7.2f} {nc:9d}  {name}\n")
+    return out.getvalue()
+
+
+_FRAME = re.compile(r"^(.*) \((.*?)(?::(\d+))?\)$")
+
+
+def spy_report(raw_path: Path, rate: int, top: int = 25) -> str:
+    """Summarize py-spy's raw (collapsed) stacks of the engine run: key costs, components, top own frames."""
+    import collections
+
+    total = 0
+    incl: collections.Counter = collections.Counter()
+    own: collections.Counter = collections.Counter()
+    comp: collections.Counter = collections.Counter()
+    for line in raw_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, n_text = line.rpartition(" ")
+        if "run_until_complete" not in stack or "measure (" not in stack:
+            continue  # start-up, plan building, clean-up: not the engine run
+        n = int(n_text)
+        total += n
+        frames = [m.groups() for m in map(_FRAME.match, stack.split(";")) if m]
+        seen = set()
+        for func, filename, _line in frames:
+            if (func, filename) not in seen:
+                seen.add((func, filename))
+                incl[(func, filename)] += n
+        if frames:
+            func, filename, line_no = frames[-1]
+            own[f"{func} ({filename}:{line_no})"] += n
+            comp[_component("/" + filename, func)] += n
+    if not total:
+        return "py-spy: no samples of the engine run"
+    keys = []
+    for label, frag, name in KEY_COSTS:
+        c = sum(v for (fn, f), v in incl.items() if fn == name and frag in f)
+        keys.append((label, c / total, c / rate))
+    out = [f"py-spy: {total} samples of the engine run ({total / rate:.1f} s of CPU at {rate} Hz, idle excluded)", "",
+           _key_table(keys), "", "share of own samples by component:"]
+    for c, n in comp.most_common():
+        out.append(f"  {n / total * 100:5.1f} %  {c}")
+    out += ["", f"top {top} frames by own samples:"]
+    for f, n in own.most_common(top):
+        out.append(f"  {n / total * 100:5.1f} %  {f}")
+    return "\n".join(out)
+
+
+def run_py_spy(py_spy: str, args: argparse.Namespace, rate: int = 200) -> str:
+    """A separate run of this program under py-spy (sampling; no instrumentation overhead)."""
+    with tempfile.TemporaryDirectory(prefix="sdg-bench-spy-") as tmp:
+        raw = Path(tmp) / "stacks.txt"
+        argv = [py_spy, "record", "-r", str(rate), "-f", "raw", "-o", str(raw), "--", sys.executable,
+                str(Path(__file__).resolve()), "--units", str(args.profile_units), "--warmup-units", "0",
+                "--max-load", "0", "--concurrency", str(args.concurrency), "--pipeline", args.pipeline,
+                "--leaves-per-kind", str(args.leaves_per_kind), "--engine-cpu", str(args.engine_cpu),
+                "--stand-in-cpu", str(args.stand_in_cpu)]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        figures = "\n".join(line for line in proc.stdout.splitlines() if "requests/s" in line or "engine time" in line)
+        if not raw.exists():
+            return f"py-spy failed (exit {proc.returncode}): {proc.stderr[-1500:]}"
+        if args.profile_out:
+            Path(args.profile_out).write_bytes(raw.read_bytes())
+        return f"run under py-spy ({args.profile_units} units):\n{figures}\n\n" + spy_report(raw, rate)
+
+
+def print_figures(title: str, r: dict[str, Any]) -> None:
+    ok = "meets" if r["requests_s"] >= TARGET_REQ_S else "BELOW"
+    print(f"{title}: {r['units']} units ({r['failed_units']} failed), {r['requests']} requests, {r['samples']} samples "
+          f"kept, {r['leaves']} leaves, {r['concurrency']} in flight, pipeline {r['pipeline']}")
+    print(f"  engine time {r['engine_s']:.2f} s; engine CPU {r['cpu_s']:.2f} s ({r['cpu_ms_per_request']:.3f} ms per request)")
+    print(f"  units/s    {r['units_s']:10.1f}")
+    print(f"  requests/s {r['requests_s']:10.1f}   ({ok} the target of {TARGET_REQ_S:.0f} requests/s on one core; "
+          f"ratio {r['requests_s'] / TARGET_REQ_S:.2f})")
+    print(f"  requests per engine CPU-second {r['requests_per_cpu_s']:.1f}")
+    print(f"  stand-in CPU {r['standin_cpu_s']:.2f} s = {r['standin_busy'] * 100:.0f} % of its core"
+          + ("  <- near saturation: the stand-in may have been the limit" if r["standin_busy"] > 0.85 else ""))
+    if r["errors"]:
+        print(f"  errors: {r['errors']}")
+    print(f"  journal written: {r['journal_mb']:.1f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--units", type=int, default=20000)
+    ap.add_argument("--concurrency", type=int, default=64, help="in-flight requests (engine workers = max_in_flight)")
+    ap.add_argument("--pipeline", default="simple", help="packaged pipeline (the stand-in's replies suit 'simple')")
+    ap.add_argument("--leaves-per-kind", type=int, default=10)
+    ap.add_argument("--warmup-units", type=int, default=500)
+    ap.add_argument("--engine-cpu", type=int, default=0)
+    ap.add_argument("--stand-in-cpu", type=int, default=1)
+    ap.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"),
+                    help="also profile a second run: cprofile (default) or py-spy (sampling, needs py-spy)")
+    ap.add_argument("--py-spy", default=None, help="the py-spy executable (default: on PATH)")
+    ap.add_argument("--profile-units", type=int, default=5000)
+    ap.add_argument("--profile-out", help="save the raw profile here (cProfile: pstats; py-spy: collapsed stacks)")
+    ap.add_argument("--max-load", type=float, default=1.2, help="wait for the 1-min load average below this (0: off)")
+    ap.add_argument("--load-wait-s", type=float, default=600.0)
+    ap.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
+    ap.add_argument("--stand-in-serve", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.stand_in_serve:
+        return _serve(args.stand_in_cpu if args.stand_in_cpu >= 0 else None)
+    sigterm_as_interrupt()
+
+    standin = ZeroLatencyStandIn(cpu=args.stand_in_cpu if args.stand_in_cpu >= 0 else None)
+    with standin as base_url:
+        pinned = pin_to(args.engine_cpu if args.engine_cpu >= 0 else None)
+        print(f"teacher: {standin.name} (a zero-latency measuring instrument, not a model) at {base_url}, "
+              f"{standin.pinned}; engine {pinned}", flush=True)
+        if args.warmup_units:
+            measure(base_url, args.warmup_units, concurrency=args.concurrency, pipeline=args.pipeline,
+                    per_kind=args.leaves_per_kind)
+        gate = wait_for_quiet(args.max_load, max_wait_s=args.load_wait_s)
+        print(f"load average before: {fmt_load(gate['load'])} (waited {gate['waited_s']:.0f} s)", flush=True)
+        r = measure(base_url, args.units, concurrency=args.concurrency, pipeline=args.pipeline,
+                    per_kind=args.leaves_per_kind, standin=standin)
+        r["load_before"], r["load_after"] = gate["load"], loadavg()
+        print_figures("dispatch ceiling", r)
+        print(f"load average after: {fmt_load(r['load_after'])}", flush=True)
+        prof_text = None
+        if args.profile == "py-spy":
+            py_spy = args.py_spy or shutil.which("py-spy")
+            if not py_spy:
+                ap.error("--profile py-spy: py-spy not found (pip install py-spy, or pass --py-spy PATH)")
+            prof_text = run_py_spy(py_spy, args)
+            print("\n" + prof_text)
+        elif args.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            p = measure(base_url, args.profile_units, concurrency=args.concurrency, pipeline=args.pipeline,
+                        per_kind=args.leaves_per_kind, standin=standin, profile=prof)
+            print(f"\nunder cProfile ({args.profile_units} units; rates inflated by the profiler, shares indicative): "
+                  f"{p['requests_s']:.0f} requests/s")
+            prof_text = profile_report(prof)
+            print(prof_text)
+            if args.profile_out:
+                prof.dump_stats(args.profile_out)
+    print(f"{standin.name} answered {standin.served} chat completions in all")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"run": r, "profile": prof_text}, indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
