@@ -11,6 +11,10 @@ llama.cpp, `--n-parallel` slots, 2 threads; or `--endpoint-url`):
     `--min-units` units, the same server as an endpoint, teacher.max_tokens 256, generate.max_concurrency =
     the concurrency that saturated the teacher in (a), or `--engine-concurrency 2x-slots` / N);
 
+(c) unless --no-replay: the very requests the engine sent (rebuilt from the plan by running each unit's
+    pipeline with a recording chat function: same prompts, seeds and max_tokens, same order), replayed
+    through a plain httpx client at the same concurrency: the teacher's rate on the engine's own workload;
+
 then reads the run's manifest.json (`timings.engine_s`, `counts.completion_tokens`, `timings.output_tok_s`)
 and prints
 
@@ -22,7 +26,10 @@ and prints
   fewer than c units were left (c = max_concurrency: every worker busy), over the teacher's steady
   rate measured the same way in (a);
 - the mean prompt tokens per request of both (the example taxonomy's knowledge prompts carry a
-  document chunk, so the teacher spends more time on prompts in (b) than in (a)).
+  document chunk, so the teacher spends more time on prompts in (b) than in (a));
+- engine/replay: the engine's rate over the plain client's on the same requests, i.e. what the engine
+  itself costs with the workload held equal, and replay/saturated: what the workload's longer prompts
+  and shorter replies cost the teacher with no engine involved.
 
     .venv/bin/python benchmarks/generate_saturation.py                  # embedded teacher, >= 60 units
     .venv/bin/python benchmarks/generate_saturation.py --min-units 20 --target-s 6 --max-concurrency 8   # quick
@@ -33,6 +40,7 @@ Before measuring it waits (up to --load-wait-s) for the 1-minute load average to
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import sys
@@ -46,7 +54,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from bench_common import fmt_load, loadavg, log_err, sigterm_as_interrupt, wait_for_quiet  # noqa: E402
 from teacher_saturation import (add_saturation_args, add_server_args, embedded_teacher, format_summary,  # noqa: E402
-                                format_table, measure_saturation, saturation_kwargs, steady_rate)
+                                format_table, measure_saturation, run_requests, saturation_kwargs, steady_rate)
 
 TARGET = 0.90
 
@@ -87,6 +95,37 @@ def pick_scale(tmp: Path, taxonomy: Path, base_url: str, min_units: int, **kw: A
         scale += 5
 
 
+def engine_requests(plan: Any, pipelines: dict[str, Any], cap: int) -> list[dict[str, Any]]:
+    """The chat requests the engine sent, rebuilt by running each unit's pipeline with a chat function that
+    records the call and answers "failed" (the simple pipeline makes exactly one teacher call per unit, so
+    its first calls are all of them), in the engine's dispatch order, with the engine's max_tokens cap."""
+    from sdg.pipeline.types import UnitContext
+
+    bodies: list[dict[str, Any]] = []
+
+    class _Recorded:
+        ok, kind, message, prompt_tokens, completion_tokens = False, "recorded", "recorded", 0, 0
+
+    async def record(messages: list[dict], *, max_tokens: int, temperature: float = 0.7, seed: int | None = None,
+                     stop: list[str] | None = None, **extra: Any) -> Any:
+        body = {"messages": messages, "max_tokens": min(max_tokens, cap), "temperature": temperature, **extra}
+        if seed is not None:
+            body["seed"] = seed
+        if stop:
+            body["stop"] = list(stop)
+        bodies.append(body)
+        return _Recorded()
+
+    async def rebuild() -> None:
+        for unit in plan.iter_units():
+            ctx = UnitContext(chat=record, seed=unit.seed, leaf_id=unit.leaf_id, unit_id=unit.id)
+            kind = next(lp.kind for lp in plan.leaves if lp.leaf.id == unit.leaf_id)
+            await pipelines[kind].run(unit.row, ctx)
+
+    asyncio.run(rebuild())
+    return bodies
+
+
 def journal_records(run_dir: Path) -> list[dict[str, Any]]:
     out = []
     for path in sorted((run_dir / "journal").glob("*.jsonl")):
@@ -106,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=None, help="use this scale factor instead")
     ap.add_argument("--engine-concurrency", default="saturating",
                     help="generate.max_concurrency: 'saturating' (from (a)), '2x-slots', or a number")
+    ap.add_argument("--no-replay", action="store_true",
+                    help="skip (c): replaying the engine's own requests through a plain client")
     ap.add_argument("--keep", metavar="DIR", help="keep the taxonomy and the run folder in DIR")
     ap.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
     args = ap.parse_args(argv)
@@ -165,6 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         manifest = json.loads((result.run_dir / "manifest.json").read_text(encoding="utf-8"))
         records = journal_records(result.run_dir)
 
+        # (c) the same requests the engine sent, through a plain httpx client at the same concurrency
+        replay = None
+        if not args.no_replay:
+            from sdg.engine.generate import load_pipelines
+
+            pipelines = load_pipelines(cfg, {lp.kind for lp in result.plan.leaves})
+            bodies = engine_requests(result.plan, pipelines, cfg.teacher.max_tokens)
+            print(f"\nreplay: the engine's {len(bodies)} requests through a plain httpx client, {conc} at a time",
+                  flush=True)
+            replay = asyncio.run(run_requests(base_url, conc, bodies, model=args.model, api_key=args.api_key))
+            replay["load_after"] = loadavg()
+
     timings, counts = manifest["timings"], manifest["counts"]
     engine_tok_s = float(timings["output_tok_s"])
     ratio = engine_tok_s / sat["saturated_tok_s"] if sat["saturated_tok_s"] else float("nan")
@@ -200,13 +253,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  outside the steady part (ramp-up + drain): {drain:.1f} s of {timings['engine_s']:.1f} s engine time")
     else:
         print(f"steady middle part: not computable ({len(records)} records for concurrency {conc}: needs at least 3c - 1)")
+    replay_ratio = replay_steady_ratio = None
+    if replay:
+        replay_ratio = engine_tok_s / replay["tok_s"] if replay["tok_s"] else None
+        rs = replay["steady_tok_s"]
+        replay_steady_ratio = steady["tok_s"] / rs if steady and rs else None
+        print(f"replay of the engine's requests (same prompts, seeds, max_tokens, concurrency {conc}; plain client): "
+              f"{replay['requests']} requests, {replay['completion_tokens']} tokens in {replay['wall_s']:.1f} s = "
+              f"{replay['tok_s']:.1f} tok/s (steady {(f'{rs:.1f}' if rs else '-')}); "
+              f"{replay['prompt_tokens_per_request']:.0f} prompt tokens per request; {replay['errors']} errors")
+        print(f"  engine/replay = {engine_tok_s:.1f} / {replay['tok_s']:.1f} = "
+              f"{(f'{replay_ratio:.3f}' if replay_ratio else '-')}; steady "
+              f"{(f'{replay_steady_ratio:.3f}' if replay_steady_ratio else '-')}  (the engine's own cost, the workload "
+              "held equal)")
+        print(f"  replay/saturated = {replay['tok_s'] / sat['saturated_tok_s']:.3f}  (what the workload's prompt mix and "
+              "reply lengths cost the teacher, no engine involved)")
     print(f"load average: before (a) {fmt_load(gate['load'])}; before (b) {fmt_load(load_gen_before)}; "
-          f"after (b) {fmt_load(load_gen_after)}")
+          f"after (b) {fmt_load(load_gen_after)}"
+          + (f"; after (c) {fmt_load(replay['load_after'])}" if replay else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "saturation": sat, "engine": {"timings": timings, "counts": counts, "concurrency": conc, "scale": scale,
                                           "generate_wall_s": gen_wall, "steady": steady},
-            "ratio": ratio, "steady_ratio": steady_ratio, "server": where,
+            "ratio": ratio, "steady_ratio": steady_ratio, "server": where, "replay": replay,
+            "replay_ratio": replay_ratio, "replay_steady_ratio": replay_steady_ratio,
             "load": {"gate": gate, "before_generate": load_gen_before, "after_generate": load_gen_after}},
             indent=2, default=str), encoding="utf-8")
         print(f"figures written to {args.json}")

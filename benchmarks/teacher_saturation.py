@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
@@ -84,11 +84,20 @@ async def run_level(base_url: str, concurrency: int, n_requests: int, *, model: 
                     api_key: str | None = None, messages: list[dict] | None = None, max_tokens: int = 256,
                     temperature: float = 0.7, seed: int = 1234, seed_offset: int = 0,
                     timeout_s: float = 600.0) -> dict[str, Any]:
-    """Send `n_requests` chat completions, `concurrency` at a time (closed loop); figures of the level."""
+    """Send `n_requests` chat completions of one prompt, `concurrency` at a time (closed loop); figures of the level."""
     messages = messages or realistic_messages()
+    bodies = ({"messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+               "seed": seed + seed_offset + i} for i in range(n_requests))
+    return await run_requests(base_url, concurrency, bodies, model=model, api_key=api_key, timeout_s=timeout_s)
+
+
+async def run_requests(base_url: str, concurrency: int, bodies: Iterable[dict[str, Any]], *, model: str = "teacher",
+                       api_key: str | None = None, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Send the chat completion `bodies` (without "model"), `concurrency` at a time, in order, through a plain
+    httpx client; figures as `summarize_level`."""
     url = base_url.rstrip("/") + "/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-    todo = iter(range(n_requests))
+    todo = iter(bodies)
     records: list[dict[str, Any]] = []
     errors: list[str] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -96,12 +105,10 @@ async def run_level(base_url: str, concurrency: int, n_requests: int, *, model: 
         t0 = time.monotonic()
 
         async def worker() -> None:
-            for i in todo:
-                body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
-                        "seed": seed + seed_offset + i}
+            for body in todo:
                 start = time.monotonic()
                 try:
-                    r = await http.post(url, json=body, headers=headers)
+                    r = await http.post(url, json={"model": model, **body}, headers=headers)
                     end = time.monotonic()
                     if r.status_code != 200:
                         errors.append(f"HTTP {r.status_code}: {r.text[:160]}")
