@@ -220,8 +220,8 @@ def test_four_requests_over_two_slots_queue_and_all_succeed(teacher):
                     await asyncio.sleep(0.01)
 
             sampler = asyncio.create_task(sample())
-            results = await asyncio.gather(*(c.chat([{"role": "user", "content": f"Count to {i}."}], max_tokens=2)
-                                             for i in range(4)))
+            results = await asyncio.gather(*(c.chat([{"role": "user", "content": f"Count to {i}."}], max_tokens=32,
+                                                    ignore_eos=True) for i in range(4)))
             sampler.cancel()
             return results, peak, c.stats()[teacher.base_url()]
 
@@ -288,10 +288,13 @@ def test_refusing_endpoint_is_cooled_down_and_retry_goes_elsewhere(teacher):
 def test_cancelling_pending_and_running_requests_releases_their_slots(teacher):
     async def main():
         async with TeacherClient([real(teacher, name="t", max_in_flight=1)]) as c:
-            running = asyncio.create_task(c.chat(HI, max_tokens=64))
+            # ignore_eos: the running request generates all 2048 tokens, so it is still running when cancelled
+            # even on a fast machine (a 64-token answer once finished before the cancel in CI)
+            running = asyncio.create_task(c.chat(HI, max_tokens=2048, ignore_eos=True))
             queued = asyncio.create_task(c.chat(HI, max_tokens=64))
             await asyncio.sleep(0.3)
             assert c.stats()["t"].in_flight == 1
+            assert not running.done(), "the running request ended before the cancel; the test proves nothing"
             queued.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await queued
@@ -310,7 +313,8 @@ def test_cancelling_pending_and_running_requests_releases_their_slots(teacher):
 def test_server_killed_mid_request_returns_failure_and_is_reaped(teacher):
     async def main():
         async with TeacherClient([real(teacher, name="t")], **fast(max_retries=1)) as c:
-            task = asyncio.create_task(c.chat([{"role": "user", "content": "Write a long story."}], max_tokens=256))
+            task = asyncio.create_task(c.chat([{"role": "user", "content": "Write a long story."}], max_tokens=2048,
+                                                ignore_eos=True))
             while c.stats()["t"].in_flight == 0:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(1.0)  # let it get into generation
