@@ -17,6 +17,8 @@ the stand-in's own CPU use (if the stand-in is near 100 % of its core, it was th
     .venv/bin/python benchmarks/dispatch_ceiling.py                       # 20,000 units, 64 in flight
     .venv/bin/python benchmarks/dispatch_ceiling.py --units 2000          # quick
     .venv/bin/python benchmarks/dispatch_ceiling.py --profile             # + cProfile of a second run: top costs
+    .venv/bin/python benchmarks/dispatch_ceiling.py --profile py-spy      # + py-spy (sampling) of a second run
+    .venv/bin/python benchmarks/dispatch_ceiling.py --client-floor        # + the HTTP client alone, for scale
 
 With --profile a second, separate run (--profile-units, default 5,000) is made under cProfile and the
 top functions and the share of time per component (httpx/httpcore, asyncio, json, parsers, journal,
@@ -324,6 +326,75 @@ def measure(base_url: str, n_units: int, *, concurrency: int, pipeline: str = "s
 
 
 # --------------------------------------------------------------------------------------------------------
+# Transport floor: the HTTP client alone, no engine (what the engine's requests/s could be at best)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _floor_body() -> dict[str, Any]:
+    from teacher_saturation import realistic_messages
+
+    return {"model": "teacher", "messages": realistic_messages(), "max_tokens": 256, "temperature": 0.7, "seed": 1}
+
+
+async def _httpx_floor(base_url: str, n: int, concurrency: int) -> int:
+    import httpx
+
+    body, url, todo, done = _floor_body(), base_url + "/chat/completions", iter(range(n)), 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        async def worker() -> None:
+            nonlocal done
+            for _ in todo:
+                r = await http.post(url, json=body)
+                r.json()["choices"][0]["message"]["content"]
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+async def _raw_floor(base_url: str, n: int, concurrency: int) -> int:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams: JSON encode, send, read, JSON decode."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base_url)
+    path = (u.path.rstrip("/") + "/chat/completions").encode()
+    body, todo, done = _floor_body(), iter(range(n)), 0
+
+    async def worker() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection(u.hostname, u.port)
+        try:
+            for _ in todo:
+                data = json.dumps(body).encode()
+                writer.write(b"POST " + path + b" HTTP/1.1\r\nhost: " + u.netloc.encode() + b"\r\ncontent-type: "
+                             b"application/json\r\ncontent-length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+                head = await reader.readuntil(b"\r\n\r\n")
+                i = head.lower().find(b"content-length:")
+                length = int(head[i + 15:head.find(b"\r\n", i)])
+                json.loads(await reader.readexactly(length))["choices"][0]["message"]["content"]
+                done += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+def client_floor(base_url: str, n: int, concurrency: int) -> list[tuple[str, float, float]]:
+    """(client, requests/s, CPU ms per request) for httpx alone and for a minimal asyncio client."""
+    out = []
+    for name, fn in (("httpx.AsyncClient alone (sdg's transport)", _httpx_floor),
+                     ("minimal asyncio-streams HTTP/1.1 client", _raw_floor)):
+        asyncio.run(fn(base_url, min(n, 500), concurrency))  # warm-up
+        t0, c0 = time.monotonic(), time.process_time()
+        done = asyncio.run(fn(base_url, n, concurrency))
+        wall, cpu = time.monotonic() - t0, time.process_time() - c0
+        out.append((name, done / wall, 1000 * cpu / done))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
 # Profile report
 # --------------------------------------------------------------------------------------------------------
 
@@ -528,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"),
                     help="also profile a second run: cprofile (default) or py-spy (sampling, needs py-spy)")
     ap.add_argument("--py-spy", default=None, help="the py-spy executable (default: on PATH)")
+    ap.add_argument("--client-floor", action="store_true",
+                    help="also time the HTTP client alone (httpx, and a minimal asyncio client) at the same "
+                         "concurrency and request size: the ceiling the transport leaves the engine")
     ap.add_argument("--profile-units", type=int, default=5000)
     ap.add_argument("--profile-out", help="save the raw profile here (cProfile: pstats; py-spy: collapsed stacks)")
     ap.add_argument("--max-load", type=float, default=1.2, help="wait for the 1-min load average below this (0: off)")
@@ -554,6 +628,14 @@ def main(argv: list[str] | None = None) -> int:
         r["load_before"], r["load_after"] = gate["load"], loadavg()
         print_figures("dispatch ceiling", r)
         print(f"load average after: {fmt_load(r['load_after'])}", flush=True)
+        floor = None
+        if args.client_floor:
+            floor = client_floor(base_url, args.units, args.concurrency)
+            print(f"\ntransport alone ({args.units} requests, {args.concurrency} in flight, the same stand-in, no engine):")
+            for name, rate, ms in floor:
+                print(f"  {name:45s} {rate:8.1f} requests/s  {ms:6.3f} ms CPU per request")
+            print(f"  the engine's {r['cpu_ms_per_request']:.3f} ms per request = httpx alone "
+                  f"{floor[0][2]:.3f} ms + {r['cpu_ms_per_request'] - floor[0][2]:.3f} ms of everything else", flush=True)
         prof_text = None
         if args.profile == "py-spy":
             py_spy = args.py_spy or shutil.which("py-spy")
@@ -575,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
                 prof.dump_stats(args.profile_out)
     print(f"{standin.name} answered {standin.served} chat completions in all")
     if args.json:
-        Path(args.json).write_text(json.dumps({"run": r, "profile": prof_text}, indent=2, default=str), encoding="utf-8")
+        Path(args.json).write_text(json.dumps({"run": r, "profile": prof_text, "client_floor": floor}, indent=2, default=str), encoding="utf-8")
     return 0
 
 
