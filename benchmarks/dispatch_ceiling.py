@@ -353,6 +353,23 @@ async def _httpx_floor(base_url: str, n: int, concurrency: int) -> int:
     return done
 
 
+async def _aiohttp_floor(base_url: str, n: int, concurrency: int) -> int:
+    import aiohttp
+
+    body, url, todo, done = _floor_body(), base_url + "/chat/completions", iter(range(n)), 0
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        async def worker() -> None:
+            nonlocal done
+            for _ in todo:
+                async with http.post(url, json=body) as r:
+                    (await r.json())["choices"][0]["message"]["content"]
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
 async def _raw_floor(base_url: str, n: int, concurrency: int) -> int:
     """A minimal keep-alive HTTP/1.1 client on asyncio streams: JSON encode, send, read, JSON decode."""
     from urllib.parse import urlsplit
@@ -385,6 +402,7 @@ def client_floor(base_url: str, n: int, concurrency: int) -> list[tuple[str, flo
     """(client, requests/s, CPU ms per request) for httpx alone and for a minimal asyncio client."""
     out = []
     for name, fn in (("httpx.AsyncClient alone (sdg's transport)", _httpx_floor),
+                     ("aiohttp.ClientSession alone", _aiohttp_floor),
                      ("minimal asyncio-streams HTTP/1.1 client", _raw_floor)):
         asyncio.run(fn(base_url, min(n, 500), concurrency))  # warm-up
         t0, c0 = time.monotonic(), time.process_time()
