@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -131,11 +131,29 @@ class GenerateConfig:
 
 @dataclass
 class ClusterConfig:
-    """Where a run executes: this machine, or a Slurm allocation."""
+    """Where a run executes: this machine, or one Slurm job of `nodes` nodes (conf/cluster/slurm.yaml).
+
+    On Slurm every node serves the teacher on its own GPUs (gpus_per_node // teacher.tensor_parallel_size
+    replicas), node 0 runs the Ray head and the driver, and work is handed out across the nodes.
+    """
 
     kind: str = "local"  # local | slurm
     nodes: int = 1
     gpus_per_node: int = 0
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    cpus_per_task: int = 8  # one task per node: all of a node's CPUs for the servers and the worker
+    mem_gb: int = 64  # per node
+    time_min: int = 240  # the job's time limit; when it is hit the job requeues and resumes (max_requeues)
+    constraint: Optional[str] = None
+    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load, venv)
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # more #SBATCH keys, e.g. {reservation: x}
+    array_parallelism: int = 16  # multirun sweeps: array elements running at once
+    max_requeues: int = 3  # time-limit requeues before giving up (preemptions do not count)
+    job_dir: str = "${generate.output_dir}/slurm_jobs"  # submitit folders, logs, rendezvous files (shared FS)
+    slice_units: int = 0  # units per work item handed to a node; 0 = about 4 items per node
+    ray_object_store_mb: int = 256  # per node; only plans and counts travel through Ray
 
 
 @dataclass

@@ -1,0 +1,116 @@
+"""What a Slurm job runs where, as pure functions: config in, immutable plans out, no I/O.
+
+- `node_plan`: the teacher replicas one node runs (its GPUs split by tensor parallelism);
+- `executor_parameters`: the submitit/sbatch parameters of one N-node job (unknown keys are submitit's
+  own error, listing the valid ones);
+- `work_items`: the plan's pending units cut into work items (whole small leaves, slices of big ones)
+  that the driver hands to whichever node asks next.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from sdg.config.schema import ClusterConfig, TeacherConfig
+from sdg.engine.plan import Plan
+from sdg.teacher.gpus import Replica, plan_replicas
+
+ITEMS_PER_NODE = 4  # slice_units=0: cut the pending work into about this many items per node
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node's teacher: `replicas` servers, each on its GPU slice (empty slices = CPU)."""
+
+    gpus: tuple[str, ...]
+    tensor_parallel_size: int
+    replicas: tuple[Replica, ...]
+    stand_in: bool  # llama.cpp standing in for vLLM: one CPU server per planned replica
+
+    def describe(self) -> str:
+        slices = ", ".join("+".join(r.gpus) or "cpu" for r in self.replicas)
+        what = "llama.cpp stand-in" if self.stand_in else "server"
+        return (f"{len(self.gpus)} GPU(s) visible [{','.join(self.gpus)}], tensor parallel {self.tensor_parallel_size}"
+                f" -> {len(self.replicas)} {what} replica(s) [{slices}]")
+
+
+def node_plan(teacher: TeacherConfig, gpus: Sequence[str], source: str = "") -> NodePlan:
+    """Replicas for one node: visible GPUs // tensor_parallel_size (or teacher.replicas), each its slice.
+
+    vLLM gets exactly this from `build_servers`; llama.cpp (the CPU stand-in in tests and on laptops)
+    cannot do tensor parallelism, so it runs one CPU server per planned replica instead.
+    """
+    tp = teacher.tensor_parallel_size
+    stand_in = teacher.backend == "llama-cpp" and bool(gpus)
+    if teacher.backend == "endpoint":
+        return NodePlan(tuple(gpus), tp, (Replica(0, ()),), False)
+    replicas = plan_replicas(gpus, tp, teacher.replicas, source, cpu_ok=not gpus)
+    return NodePlan(tuple(gpus), tp, replicas, stand_in)
+
+
+def serving_teacher(teacher: TeacherConfig, plan: NodePlan) -> TeacherConfig:
+    """The teacher config one node hands to `serving()`, with the node plan applied."""
+    from dataclasses import replace
+
+    if teacher.backend == "llama-cpp":
+        return replace(teacher, tensor_parallel_size=1, replicas=len(plan.replicas))
+    return teacher
+
+
+def executor_parameters(cluster: ClusterConfig, *, name: str = "sdg-generate") -> dict[str, Any]:
+    """submitit `update_parameters(**...)` for one job of `cluster.nodes` nodes, one task per node.
+
+    (`cluster.max_requeues` is an executor argument, `slurm_max_num_timeout`, not a parameter.)
+    """
+    params: dict[str, Any] = {
+        "name": name, "nodes": cluster.nodes, "tasks_per_node": 1, "cpus_per_task": cluster.cpus_per_task,
+        "mem_gb": cluster.mem_gb, "timeout_min": cluster.time_min,
+        "slurm_array_parallelism": cluster.array_parallelism,
+    }
+    if cluster.gpus_per_node:
+        params["gpus_per_node"] = cluster.gpus_per_node
+    for key in ("partition", "account", "qos", "constraint"):
+        value = getattr(cluster, key)
+        if value:
+            params[f"slurm_{key}"] = value
+    if cluster.setup:
+        params["slurm_setup"] = list(cluster.setup)
+    if cluster.additional_parameters:
+        params["slurm_additional_parameters"] = dict(cluster.additional_parameters)
+    return params
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """Some units of one leaf: indices into `LeafPlan.iter_units(seed)` order."""
+
+    leaf: int  # index into plan.leaves
+    units: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.units)
+
+
+def work_items(plan: Plan, done: Mapping[str, Iterable[str]], nodes: int, slice_units: int = 0) -> list[WorkItem]:
+    """The pending units (not in `done`, unit ids by leaf name) as work items, biggest leaves first.
+
+    A leaf with at most `slice_units` pending units is one item; a bigger one is cut into slices of
+    `slice_units`. slice_units=0 picks ceil(pending / (nodes * ITEMS_PER_NODE)), so every node gets
+    several items and one that finishes early takes more.
+    """
+    pending: list[tuple[int, list[int]]] = []
+    for li, lp in enumerate(plan.leaves):
+        finished = set(done.get(lp.leaf.name, ()))
+        idx = [i for i, u in enumerate(lp.iter_units(plan.seed)) if u.id not in finished]
+        if idx:
+            pending.append((li, idx))
+    total = sum(len(idx) for _, idx in pending)
+    if not total:
+        return []
+    size = slice_units if slice_units > 0 else max(1, math.ceil(total / (max(1, nodes) * ITEMS_PER_NODE)))
+    items = [WorkItem(li, tuple(idx[s:s + size])) for li, idx in pending for s in range(0, len(idx), size)]
+    # Biggest first, then plan order: long items start early, short ones fill the tail.
+    return sorted(items, key=lambda it: (-it.size, it.leaf, it.units[0]))

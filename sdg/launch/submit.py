@@ -1,0 +1,111 @@
+"""Submit a generate run as ONE Slurm job of `cluster.nodes` nodes (one task per node) with submitit.
+
+`GenerateJob` is `submitit.helpers.Checkpointable`: on a time limit or preemption (USR2) submitit
+pickles the same call and requeues the job; the new attempt finds the same run folder (same config,
+`generate.resume=auto`) and its journals, so nothing finished is redone. A resubmission of the same
+config after a scancel resumes the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from sdg.config.schema import SdgConfig
+from sdg.errors import ConfigError, SdgError
+
+
+def _submitit() -> Any:
+    try:
+        import submitit
+    except ImportError:
+        raise SdgError("cluster=slurm needs submitit and ray in this environment: pip install 'submitit>=1.5' "
+                       "'ray>=2.40'") from None
+    return submitit
+
+
+class GenerateJob:
+    """What every task of the job runs. It has submitit's Checkpointable contract (a `checkpoint`
+    method returning the call to make after a requeue) without importing submitit at module load."""
+
+    def __call__(self, cfg: SdgConfig) -> dict[str, Any] | None:
+        import submitit
+
+        from sdg.launch.node import node_main
+
+        return node_main(cfg, submitit.JobEnvironment().paths.folder, unwind_on_sigterm=False)
+
+    def checkpoint(self, cfg: SdgConfig) -> Any:
+        """The journals are the checkpoint: the same config again, never a fresh run folder."""
+        import submitit
+
+        again = replace(cfg, generate=replace(cfg.generate, resume="auto"))
+        return submitit.helpers.DelayedSubmission(self, again)
+
+
+def make_executor(cfg: SdgConfig, folder: Path | None = None) -> Any:
+    """A submitit executor for `cfg.cluster` writing its files under `<job_dir>/<job id>`."""
+    from sdg.launch.plan import executor_parameters
+
+    c = cfg.cluster
+    if c.kind != "slurm":
+        raise ConfigError(f"cluster.kind is '{c.kind}': submit with cluster=slurm")
+    if c.nodes < 1:
+        raise ConfigError(f"cluster.nodes must be >= 1, not {c.nodes}")
+    submitit = _submitit()
+    root = Path(folder or c.job_dir).expanduser()
+    executor = submitit.AutoExecutor(folder=root / "%j", cluster="slurm", slurm_max_num_timeout=c.max_requeues)
+    executor.update_parameters(**executor_parameters(c))
+    return executor
+
+
+def submit(cfg: SdgConfig, *, folder: Path | None = None, log: Callable[[str], None] = print) -> Any:
+    """Submit the job; returns the submitit Job (job.job_id, job.paths, job.results())."""
+    if cfg.generate.dry_run:
+        raise ConfigError("generate.dry_run runs here, not on the cluster: drop cluster=slurm for --dry-run")
+    executor = make_executor(cfg, folder)
+    # The job folder (and so the rendezvous files) must be the same for every node: resolve it now.
+    cfg = replace(cfg, cluster=replace(cfg.cluster, job_dir=str(Path(folder or cfg.cluster.job_dir).expanduser())))
+    job = executor.submit(GenerateJob(), cfg)
+    c = cfg.cluster
+    log(f"submitted Slurm job {job.job_id}: {c.nodes} node(s) x {c.gpus_per_node} GPU(s), teacher "
+        f"{cfg.teacher.name}, outputs under {cfg.generate.output_dir}")
+    log(f"  follow:  tail -f {job.paths.stdout}   (node 0; node N: {str(job.paths.stdout).replace('_0_log', '_N_log')})")
+    log(f"  state:   squeue -j {job.job_id}; sacct -j {job.job_id}")
+    log(f"  cancel:  scancel {job.job_id}   (submitting the same command again resumes from the journals)")
+    return job
+
+
+def result(job: Any) -> dict[str, Any]:
+    """Wait for the job and return node 0's summary (raises the job's error)."""
+    return job.results()[0]
+
+
+def follow(job: Any, *, log: Callable[[str], None] = print, poll_s: float = 2.0) -> dict[str, Any]:
+    """`--wait`: stream node 0's log (progress lines included) until the job ends; its summary."""
+    path = Path(job.paths.stdout)
+    offset = 0
+
+    def new_lines() -> None:
+        nonlocal offset
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        if offset > 0 and path.stat().st_size < offset:  # a requeued attempt starts the file anew
+            offset = 0
+            return
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            log(line)
+        offset += end
+
+    while not job.done():
+        new_lines()
+        time.sleep(poll_s)
+    new_lines()
+    return result(job)
