@@ -13,22 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm_support import require_slurm
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _problem() -> str | None:
-    if shutil.which("sinfo") is None:
-        return "no Slurm here (sinfo not found): start the local cluster with `bash scripts/slurm_up.sh` (CI does)"
-    try:
-        r = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t %G"], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return "sinfo does not answer: start the local cluster with `bash scripts/slurm_up.sh`"
-    if r.returncode != 0 or "gpu:" not in r.stdout:
-        return f"no Slurm cluster with GPUs answers ({r.stderr.strip() or r.stdout.strip()}): run scripts/slurm_up.sh"
-    return None
-
-
-pytestmark = pytest.mark.skipif((_p := _problem()) is not None, reason=_p or "")
+@pytest.fixture(autouse=True)
+def _cluster() -> None:
+    require_slurm(nodes=3, python_modules=())
 
 
 def _srun(*args: str) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,30 +20,18 @@ import pytest
 
 from sdg.config.compose import compose_config, to_object
 from sdg.taxonomy.init import init_taxonomy
+from tests.slurm_support import require_slurm
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _slurm_problem() -> str | None:
-    if shutil.which("sinfo") is None:
-        return "no Slurm here (sinfo not found): start the local cluster with `bash scripts/slurm_up.sh` (CI does)"
-    try:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return "sinfo does not answer: start the local cluster with `bash scripts/slurm_up.sh`"
-    up = [ln for ln in out.stdout.splitlines() if re.search(r" (idle|mix|alloc)$", ln)]
-    if out.returncode != 0 or len(up) < 2:
-        return f"Slurm has fewer than 2 usable nodes ({out.stdout.strip() or out.stderr.strip()}): run scripts/slurm_up.sh"
-    for mod in ("submitit", "ray"):
-        try:
-            __import__(mod)
-        except ImportError:
-            return f"{mod} is not installed in this environment (pip install submitit ray)"
-    return None
+pytestmark = pytest.mark.slow
 
 
-_PROBLEM = _slurm_problem()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")]
+@pytest.fixture(autouse=True)
+def _cluster() -> None:
+    require_slurm(nodes=2)
+
 
 # Tiny generation; two llama.cpp servers (one per node) with one thread each on this 2-core machine.
 TINY = ["taxonomy.base=empty", "pipeline.sdg_scale_factor=1", "teacher.max_tokens=64",
