@@ -61,6 +61,7 @@ class GenerateResult:
     outputs: Any = None
     complete: bool = False
     warnings: list[str] = field(default_factory=list)
+    quality: Mapping[str, Any] = field(default_factory=dict)  # per leaf id: quality_report.json
 
 
 def _kinds(plan: Plan) -> dict[str, int]:
@@ -198,56 +199,70 @@ def collect_rows(plan: Plan, journals: JournalStore) -> tuple[dict[str, list[dic
     return rows, quality
 
 
-def generate(cfg: SdgConfig, *, base_is_default: bool = True, log: Log = print) -> GenerateResult:
-    """Run (or resume, or dry-run) a generation for the taxonomy's changed leaves."""
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything fixed before a teacher is started: the plan, its pipelines and the run's identity.
+
+    Shared by a local run and the Slurm driver, so both find (and resume) the same run folder."""
+
+    plan: Plan
+    pipelines: Mapping[str, Any]
+    estimate: DryRun
+    pipeline_fingerprints: Mapping[str, str]
+    fingerprint: str
+    components: Mapping[str, Any]
+    started: float
+
+
+def prepare_run(cfg: SdgConfig, *, base_is_default: bool = True, log: Log = print) -> PreparedRun:
+    """Changed leaves -> plan -> pipelines -> estimate (logged) -> run fingerprint."""
     started = time.time()
-    g = cfg.generate
     leaves = select_leaves(cfg, base_is_default=base_is_default, log=log)
     plan = make_plan(leaves, scale=cfg.pipeline.sdg_scale_factor, samples_per_unit=cfg.pipeline.samples_per_unit,
-                     seed=g.seed)
+                     seed=cfg.generate.seed)
     pipelines = load_pipelines(cfg, {lp.kind for lp in plan.leaves})
     estimate = dry_run(plan, pipelines, cfg.teacher)
     log(estimate.describe())
-    result = GenerateResult(plan, estimate)
-    if g.dry_run:
-        return result
     # What shapes the data, not where it is served: a restarted server or a requeued job on a new port resumes.
     teacher_id = {"name": cfg.teacher.name, "model": cfg.teacher.model, "served_model_name": cfg.teacher.served_model_name,
                   "max_tokens": cfg.teacher.max_tokens}
     fps = {k: p.fingerprint for k, p in pipelines.items()}
-    fingerprint = run_fingerprint(plan, fps, teacher_id)
     components = {"leaves": {lp.leaf.id: lp.fingerprint for lp in plan.leaves}, "pipelines": fps, "teacher": teacher_id,
                   "scale": plan.scale, "samples_per_unit": plan.samples_per_unit, "seed": plan.seed}
-    run = choose_run_dir(Path(g.output_dir).expanduser(), fingerprint, components, resume=g.resume)
-    result.run_dir = run.path
-    log(f"{'resuming' if run.resumed else 'writing'} run {run.path}")
-    state = {"fingerprint": fingerprint, "stamp": run.stamp, "status": "running", "components": components,
-             "started": started}
-    write_state(run, state)
-    journals = JournalStore(run.journal_dir)
-    done = {lp.leaf.name: {r.unit for r in journals.load(lp.leaf.name) if r.status == "done"} for lp in plan.leaves}
-    mode = g.progress
-    if mode == "auto":
-        import sys
+    return PreparedRun(plan, pipelines, estimate, fps, run_fingerprint(plan, fps, teacher_id), components, started)
 
-        mode = "bar" if sys.stderr.isatty() else "log"
-    progress = Progress(plan.units, len(plan.leaves), mode=mode, interval_s=g.progress_interval_s)
-    try:
-        with _sigterm_as_interrupt(), teacher_endpoints(cfg.teacher) as endpoints:
-            stats = asyncio.run(_run(cfg, plan, pipelines, journals, done, progress, endpoints))
-    finally:
-        progress.close()
-        journals.close()
-    result.stats = stats
-    rows, quality = collect_rows(plan, journals)
+
+def open_run(cfg: SdgConfig, prep: PreparedRun, *, log: Log = print, **state_extra: Any) -> tuple[RunDir, dict[str, Any]]:
+    """The run folder (the unfinished one with this fingerprint, or a new one) marked running."""
+    run = choose_run_dir(Path(cfg.generate.output_dir).expanduser(), prep.fingerprint, dict(prep.components),
+                         resume=cfg.generate.resume)
+    log(f"{'resuming' if run.resumed else 'writing'} run {run.path}")
+    state = {"fingerprint": prep.fingerprint, "stamp": run.stamp, "status": "running",
+             "components": prep.components, "started": prep.started, **state_extra}
+    write_state(run, state)
+    return run, state
+
+
+def done_units(plan: Plan, journals: JournalStore) -> dict[str, set[str]]:
+    """Unit ids already done, by leaf name (what a resume skips)."""
+    return {lp.leaf.name: {r.unit for r in journals.load(lp.leaf.name) if r.status == "done"} for lp in plan.leaves}
+
+
+def finish_run(cfg: SdgConfig, prep: PreparedRun, run: RunDir, state: dict[str, Any], stats: RunStats,
+               journals: JournalStore, **state_extra: Any) -> GenerateResult:
+    """Journals -> InstructLab outputs, manifest and quality report; the run marked complete or not."""
     from sdg.output.instructlab import write_outputs
 
+    plan = prep.plan
+    result = GenerateResult(plan, prep.estimate, run.path, stats)
+    rows, quality = collect_rows(plan, journals)
+    result.quality = quality
     result.outputs = write_outputs(run.path, run.stamp, [lp.leaf for lp in plan.leaves], rows,
-                                   system_prompt=g.system_prompt, seed=g.seed)
+                                   system_prompt=cfg.generate.system_prompt, seed=cfg.generate.seed)
     failed = sum(q["failed_units"] for q in quality.values())
     result.complete = failed == 0
-    _write_reports(cfg, run, plan, stats, quality, fps, started, result)
-    state.update(status="complete" if result.complete else "incomplete", finished=time.time())
+    _write_reports(cfg, run, plan, stats, quality, prep.pipeline_fingerprints, prep.started, result)
+    state.update(status="complete" if result.complete else "incomplete", finished=time.time(), **state_extra)
     write_state(run, state)
     if failed:
         result.warnings.append(f"{failed} units failed (teacher errors; see quality_report.json): run the same "
@@ -255,11 +270,40 @@ def generate(cfg: SdgConfig, *, base_is_default: bool = True, log: Log = print) 
     return result
 
 
+def in_flight_per_server(cfg: SdgConfig) -> int:
+    """Requests kept in flight at one teacher server: generate.max_concurrency, else twice its slots."""
+    return cfg.generate.max_concurrency or 2 * _slots(cfg.teacher)
+
+
+def generate(cfg: SdgConfig, *, base_is_default: bool = True, log: Log = print) -> GenerateResult:
+    """Run (or resume, or dry-run) a generation for the taxonomy's changed leaves."""
+    prep = prepare_run(cfg, base_is_default=base_is_default, log=log)
+    if cfg.generate.dry_run:
+        return GenerateResult(prep.plan, prep.estimate)
+    plan = prep.plan
+    run, state = open_run(cfg, prep, log=log)
+    journals = JournalStore(run.journal_dir)
+    done = done_units(plan, journals)
+    mode = cfg.generate.progress
+    if mode == "auto":
+        import sys
+
+        mode = "bar" if sys.stderr.isatty() else "log"
+    progress = Progress(plan.units, len(plan.leaves), mode=mode, interval_s=cfg.generate.progress_interval_s)
+    try:
+        with _sigterm_as_interrupt(), teacher_endpoints(cfg.teacher) as endpoints:
+            stats = asyncio.run(_run(cfg, plan, prep.pipelines, journals, done, progress, endpoints))
+    finally:
+        progress.close()
+        journals.close()
+    return finish_run(cfg, prep, run, state, stats, journals)
+
+
 async def _run(cfg: SdgConfig, plan: Plan, pipelines: Mapping[str, Any], journals: JournalStore,
                done: Mapping[str, set[str]], progress: Progress, endpoints: list[Any]) -> RunStats:
     from sdg.teacher.client import Endpoint, TeacherClient
 
-    per = cfg.generate.max_concurrency or 2 * _slots(cfg.teacher)
+    per = in_flight_per_server(cfg)
     eps = [Endpoint(e.base_url, e.model, e.api_key, max_in_flight=per, name=f"{e.backend}-{i}")
            for i, e in enumerate(endpoints)]
     cap = cfg.teacher.max_tokens

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from sdg.config.schema import SdgConfig, TaxonomyConfig
@@ -38,36 +37,17 @@ def drive(cfg: SdgConfig, nodes: Mapping[str, Sequence[Mapping[str, Any]]], *, l
     """Run the whole generation across `nodes` (node name -> its endpoints); Ray must be connected."""
     import ray
 
-    from sdg.engine import generate as gen
+    from sdg.engine.generate import done_units, finish_run, open_run, prepare_run
     from sdg.engine.journal import JournalStore
-    from sdg.engine.plan import make_plan, run_fingerprint
-    from sdg.engine.rundir import choose_run_dir, write_state
     from sdg.launch.raynode import resource_name
     from sdg.launch.worker import NodeWorker
-    from sdg.output.instructlab import write_outputs
 
-    started = time.time()
-    g = cfg.generate
-    leaves = gen.select_leaves(cfg, base_is_default=cfg.taxonomy.base == TaxonomyConfig.base, log=log)
-    plan = make_plan(leaves, scale=cfg.pipeline.sdg_scale_factor, samples_per_unit=cfg.pipeline.samples_per_unit,
-                     seed=g.seed)
-    pipelines = gen.load_pipelines(cfg, {lp.kind for lp in plan.leaves})
-    log(gen.dry_run(plan, pipelines, cfg.teacher).describe())
-    # The same fingerprint and components as a local run: a rerun (local or Slurm) resumes this run.
-    teacher_id = {"name": cfg.teacher.name, "model": cfg.teacher.model, "served_model_name": cfg.teacher.served_model_name,
-                  "max_tokens": cfg.teacher.max_tokens}
-    fps = {k: p.fingerprint for k, p in pipelines.items()}
-    fingerprint = run_fingerprint(plan, fps, teacher_id)
-    components = {"leaves": {lp.leaf.id: lp.fingerprint for lp in plan.leaves}, "pipelines": fps, "teacher": teacher_id,
-                  "scale": plan.scale, "samples_per_unit": plan.samples_per_unit, "seed": plan.seed}
-    run = choose_run_dir(Path(g.output_dir).expanduser(), fingerprint, components, resume=g.resume)
-    log(f"{'resuming' if run.resumed else 'writing'} run {run.path}")
-    state = {"fingerprint": fingerprint, "stamp": run.stamp, "status": "running", "components": components,
-             "started": started, "nodes": sorted(nodes)}
-    write_state(run, state)
-
+    # The same plan, fingerprint and run folder as a local run: a rerun (local or Slurm) resumes this run.
+    prep = prepare_run(cfg, base_is_default=cfg.taxonomy.base == TaxonomyConfig.base, log=log)
+    plan = prep.plan
+    run, state = open_run(cfg, prep, log=log, nodes=sorted(nodes))
     reader = JournalStore(run.journal_dir)
-    done = {lp.leaf.name: {r.unit for r in reader.load(lp.leaf.name) if r.status == "done"} for lp in plan.leaves}
+    done = done_units(plan, reader)
     resumed = sum(len(v) for v in done.values())
     items = deque(work_items(plan, done, len(nodes), cfg.cluster.slice_units))
     pending_units = sum(it.size for it in items)
@@ -127,18 +107,13 @@ def drive(cfg: SdgConfig, nodes: Mapping[str, Sequence[Mapping[str, Any]]], *, l
         ray.get([a.close.remote() for a in actors.values()])
         stats.elapsed_s = time.monotonic() - t0
 
-    rows, quality = gen.collect_rows(plan, reader)
+    result = finish_run(cfg, prep, run, state, stats, reader, per_node=per_node)
     reader.close()
-    outputs = write_outputs(run.path, run.stamp, [lp.leaf for lp in plan.leaves], rows,
-                            system_prompt=g.system_prompt, seed=g.seed)
+    quality = result.quality
     failed = sum(q["failed_units"] for q in quality.values())
-    result = gen.GenerateResult(plan, None, run.path, stats, outputs, failed == 0)
-    gen._write_reports(cfg, run, plan, stats, quality, fps, started, result)
-    state.update(status="complete" if failed == 0 else "incomplete", finished=time.time(), per_node=per_node)
-    write_state(run, state)
     summary = {"run_dir": str(run.path), "complete": failed == 0, "units": plan.units, "units_run": stats.units_done,
                "units_resumed": resumed, "units_failed": failed, "kept": sum(q["kept"] for q in quality.values()),
-               "per_node": per_node, "elapsed_s": time.time() - started}
+               "per_node": per_node, "elapsed_s": time.time() - prep.started}
     log(f"{'complete' if failed == 0 else 'incomplete'}: {summary['kept']} samples from {plan.units} units in "
         f"{run.path} ({stats.units_done} run here, {resumed} resumed, {failed} failed)")
     return summary

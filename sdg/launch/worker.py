@@ -46,9 +46,9 @@ class NodeWorker:
         return self._units[leaf]
 
     def _per_endpoint(self) -> int:
-        from sdg.engine.generate import _slots
+        from sdg.engine.generate import in_flight_per_server
 
-        return self.cfg.generate.max_concurrency or 2 * _slots(self.cfg.teacher)
+        return in_flight_per_server(self.cfg)
 
     async def _chat_client(self) -> Any:
         from sdg.teacher.client import Endpoint, TeacherClient
