@@ -45,6 +45,8 @@ class Verb:
 TAXONOMY_PATH = Flag(("--taxonomy-path",), "taxonomy.path", "taxonomy directory (default: InstructLab's)", "DIR")
 TAXONOMY_BASE = Flag(("--taxonomy-base",), "taxonomy.base", "git ref to diff against; 'empty' = every leaf", "REF")
 MODEL_DIR = Flag(("--model-dir",), "teacher.model_dir", "model cache (default: InstructLab's)", "DIR")
+JOB_FLAGS = (Flag(("--output-dir",), "generate.output_dir", "the submit's output dir (jobs are in its slurm_jobs/)", "DIR"),
+             Flag(("--job-dir",), "cluster.job_dir", "the submit's cluster.job_dir", "DIR"))
 YAML_RULES = Flag(("--yaml-rules",), "taxonomy.yaml_rules", "yamllint config file replacing the default rules", "FILE")
 
 
@@ -196,6 +198,10 @@ def run_generate(args: argparse.Namespace, cfg) -> int:
     from sdg.engine.generate import generate
     from sdg.errors import ValidationFailed
 
+    if cfg.cluster.kind == "slurm" and not cfg.generate.dry_run:
+        return run_generate_slurm(args, cfg)
+    if args.wait and cfg.cluster.kind != "slurm":
+        raise UsageError("--wait waits for a Slurm job: use it with cluster=slurm")
     try:
         result = generate(cfg, base_is_default=args._base_is_default, log=lambda m: _out(args, m, err=True))
     except ValidationFailed as exc:
@@ -212,6 +218,63 @@ def run_generate(args: argparse.Namespace, cfg) -> int:
     for w in [*result.warnings, *getattr(out, "warnings", ())]:
         _out(args, f"warning: {w}", err=True)
     return 0 if result.complete else 1
+
+
+def run_generate_slurm(args: argparse.Namespace, cfg) -> int:
+    """cluster=slurm: submit one job of cluster.nodes nodes; --wait streams it and returns its outcome."""
+    from sdg.launch.submit import launch_generate
+
+    launched = launch_generate(cfg, wait=args.wait, log=lambda m: _out(args, m))
+    if launched.summary is None:
+        return 0
+    _out(args, f"Wrote {launched.summary['run_dir']}")
+    return 0 if launched.complete else 1
+
+
+def _job_dir(cfg) -> str:
+    return cfg.cluster.job_dir
+
+
+def run_jobs_status(args: argparse.Namespace, cfg) -> int:
+    from sdg.launch import jobs
+
+    if not args.job_id:
+        ids = jobs.list_jobs(_job_dir(cfg))
+        if not ids:
+            _out(args, f"No jobs under {_job_dir(cfg)} (pass --output-dir or cluster.job_dir=DIR of the submit).")
+        for job_id in ids:
+            _out(args, jobs.status(_job_dir(cfg), job_id).describe().splitlines()[0])
+        return 0
+    st = jobs.status(_job_dir(cfg), args.job_id)
+    _out(args, st.describe())
+    return 0
+
+
+def run_jobs_logs(args: argparse.Namespace, cfg) -> int:
+    from sdg.launch import jobs
+
+    _out(args, jobs.logs(_job_dir(cfg), args.job_id, node=args.node, lines=args.lines))
+    return 0
+
+
+def run_jobs_cancel(args: argparse.Namespace, cfg) -> int:
+    from sdg.launch import jobs
+
+    jobs.cancel(args.job_id)
+    _out(args, f"Cancelled Slurm job {args.job_id}; its journals keep what is done: submitting the same "
+               "command again resumes.")
+    return 0
+
+
+def _jobs_extra(required: bool, logs: bool = False) -> Callable[[argparse.ArgumentParser], None]:
+    def extra(p: argparse.ArgumentParser) -> None:
+        p.add_argument("job_id", metavar="JOB_ID", nargs=None if required else "?",
+                       help="Slurm job id" + ("" if required else " (default: list the jobs)"))
+        if logs:
+            p.add_argument("--node", type=int, default=0, metavar="N", help="node index (0 = the driver)")
+            p.add_argument("--lines", type=int, default=100, metavar="N", help="last N lines")
+        _init_flags(p)
+    return extra
 
 
 def run_mix(args: argparse.Namespace, cfg) -> int:
@@ -244,17 +307,22 @@ def _generate_overrides(args: argparse.Namespace, user: list[str]) -> list[str]:
 
 
 def run_generate_multirun(args: argparse.Namespace, overrides: list[str]) -> int:
-    """`-m`: Hydra's own entry sweeps the overrides (basic launcher locally, submitit on Slurm); each
-    combination writes to its own folder of the sweep."""
+    """`-m`: Hydra's own entry sweeps the overrides, one folder per combination; locally one after
+    another, with cluster=slurm as ONE Slurm array through hydra-submitit-launcher (it waits for it)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
     from sdg.config.compose import compose_config, to_object
-    from sdg.engine.generate import generate
+    from sdg.launch import sweep
 
     base = to_object(compose_config([o for o in overrides if "," not in o.split("=", 1)[-1] and not o.startswith("hydra")]))
-    sweep_dir = Path(base.generate.output_dir).expanduser() / "multirun" / time.strftime("%Y-%m-%d_%H%M%S")
-    failures: list[str] = []
+    sweep_dir = Path(base.generate.output_dir).expanduser().absolute() / "multirun" / time.strftime("%Y-%m-%d_%H%M%S")
+    launcher: list[str] = []
+    if base.cluster.kind == "slurm" and not base.generate.dry_run:
+        sweep.check_sweepable(overrides)
+        launcher = sweep.slurm_launcher(base.cluster, sweep_dir / "slurm_jobs")
+        _out(args, f"submitting the sweep as one Slurm array ({base.cluster.nodes} node(s) per element); waiting "
+                   f"for it. Jobs: sdg jobs status --job-dir {sweep_dir / 'slurm_jobs'}", err=True)
 
     @hydra.main(version_base=None, config_path="pkg://sdg.conf", config_name="config")
     def job(cfg) -> None:
@@ -263,23 +331,24 @@ def run_generate_multirun(args: argparse.Namespace, overrides: list[str]) -> int
         with open_dict(cfg):
             cfg.generate.output_dir = HydraConfig.get().runtime.output_dir
         OmegaConf.resolve(cfg)
-        try:
-            result = generate(to_object(cfg), base_is_default=args._base_is_default,
-                              log=lambda m: _out(args, m, err=True))
-            if result.run_dir:
-                _out(args, f"Wrote {result.run_dir}")
-        except SdgError as exc:
-            failures.append(f"{HydraConfig.get().job.override_dirname or 'job'}: {exc}")
-            print(f"error: {exc}", file=sys.stderr)
+        sweep.run_combination(to_object(cfg), HydraConfig.get().job.override_dirname or "job",
+                              base_is_default=args._base_is_default, log=lambda m: _out(args, m, err=True))
 
     saved = sys.argv
-    sys.argv = ["sdg", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    sys.argv = ["sdg", "-m", *overrides, *launcher, f"hydra.sweep.dir={sweep_dir}"]
     try:
         job()
     finally:
         sys.argv = saved
-    if failures:
-        print(f"error: {len(failures)} sweep jobs failed", file=sys.stderr)
+    results = sweep.sweep_results(sweep_dir)
+    for r in results:
+        where = r.run_dir or r.output_dir
+        _out(args, f"{r.status}: {r.overrides} -> {where}" + (f" (Slurm job {r.job_id})" if r.job_id else ""))
+        if r.error:
+            print(f"error: {r.overrides}: {r.error}", file=sys.stderr)
+    bad = [r for r in results if not r.ok]
+    if bad or not results:
+        print(f"error: {len(bad)} of {len(results)} sweep jobs did not complete", file=sys.stderr)
         return 1
     return 0
 
@@ -290,6 +359,8 @@ def _generate_extra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME", help="model name at the endpoint (with --endpoint-url), else model path")
     p.add_argument("--pipeline", metavar="NAME|DIR", help="simple | full | a directory with the three pipeline YAMLs")
     p.add_argument("--dry-run", action="store_true", help="print the plan (leaves, requests, tokens, time) and stop")
+    p.add_argument("--wait", action="store_true", help="cluster=slurm: stream the job's progress until it ends; "
+                   "the exit status is the job's outcome")
     _init_flags(p)
 
 
@@ -331,6 +402,11 @@ VERBS: tuple[Verb, ...] = (
           Flag(("--max-concurrency",), "generate.max_concurrency", "in-flight requests per teacher server", "N"),
           Flag(("--api-key",), "teacher.api_key", "API key of the endpoint", "KEY")),
          _generate_extra, _generate_overrides),
+    *(Verb("jobs", name, help, run, JOB_FLAGS, _jobs_extra(required, logs)) for name, help, run, required, logs in (
+        ("status", "a Slurm generate job's state, attempts and outputs (no JOB_ID: list the jobs)", run_jobs_status,
+         False, False),
+        ("logs", "the last lines of a Slurm generate job's node logs", run_jobs_logs, True, True),
+        ("cancel", "cancel a Slurm generate job (the same submit resumes it later)", run_jobs_cancel, True, False))),
     Verb("data", "mix", "mix a recipe into a training file (`{id, messages, metadata, unmask}` records)", run_mix,
          (), _mix_extra),
     Verb("model", "download", "download a teacher from Hugging Face into the model cache", run_download,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -148,34 +149,34 @@ def _kinds_of_files(run: Path, stamp: str) -> set[str]:
 
 
 def test_two_node_job_spreads_leaves_and_matches_a_local_run(env: Path, taxonomy: Path) -> None:
-    from sdg.launch.submit import follow, submit
-
-    cfg = _cfg(env, taxonomy, f"cluster.job_dir={env / 'jobs'}", "cluster.gpus_per_node=2",
-               "teacher.tensor_parallel_size=2")
+    """`sdg data generate cluster=slurm cluster.nodes=2 --wait` through the CLI: the job id, node 0's
+    progress streamed, exit 0; fake GPUs and the tensor-parallel arithmetic per node; work on both nodes."""
+    job_dir, out = env / "jobs", env / "out"
     t0 = time.monotonic()
-    said: list[str] = []
-    job = submit(cfg, log=said.append)
-    assert f"submitted Slurm job {job.job_id}: 2 node(s)" in said[0] and f"scancel {job.job_id}" in said[-1]
-    streamed: list[str] = []
-    summary = follow(job, log=streamed.append, poll_s=1.0)
-    assert any("progress: " in line for line in streamed) and any("complete: " in line for line in streamed)
+    r = _sdg(env, "data", "generate", "--taxonomy-path", str(taxonomy), "--output-dir", str(out), "--wait", *JOB,
+             *TINY, f"cluster.job_dir={job_dir}", "cluster.gpus_per_node=2", "teacher.tensor_parallel_size=2")
     took = time.monotonic() - t0
-    out = env / "out"
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_id = re.search(r"submitted Slurm job (\d+): 2 node\(s\) x 2 GPU", r.stdout).group(1)  # type: ignore[union-attr]
+    assert f"sdg jobs cancel {job_id}" in r.stdout
+    assert "progress: " in r.stdout and "complete: " in r.stdout and "Wrote " in r.stdout
+    attempt = job_dir / job_id / "sdg" / "attempt-0"
     # Fake GPUs: each node sees its 2 GPUs; tensor parallel 2 -> one replica of both (llama.cpp stands in).
-    assert set(summary["nodes"]) == {"node1", "node2"}, summary
-    for node in summary["nodes"].values():
-        assert node["gpus"] == ["0", "1"] and node["replicas"] == [["0", "1"]] and node["stand_in"]
-    assert summary["complete"] and summary["units_resumed"] == 0
-    assert all(v["units"] > 0 for v in summary["per_node"].values()), summary["per_node"]
+    for name in ("node1", "node2"):
+        rec = json.loads((attempt / f"node-{name}.json").read_text())
+        assert rec["gpus"] == ["0", "1"] and rec["replicas"] == [["0", "1"]] and rec["stand_in"], rec
+    for i in (0, 1):
+        log = (job_dir / job_id / f"{job_id}_{i}_log.out").read_text()
+        assert "2 GPU(s) visible [0,1], tensor parallel 2 -> 1 llama.cpp stand-in replica(s) [0+1]" in log
+    state = json.loads((_run_dir(out) / "run.json").read_text())
+    assert sorted(state["nodes"]) == ["node1", "node2"] and all(v["units"] > 0 for v in state["per_node"].values())
     assert _writers(out) == {"node1", "node2"}  # leaves (or slices of them) ran on both nodes
     manifest = _check_complete(out)
+    assert manifest["counts"]["units_resumed"] == 0
     kinds = {leaf["kind"] for leaf in manifest["leaves"]}
     assert kinds == {"freeform_skill", "grounded_skill", "foundational_skill", "knowledge"}
-    log = Path(job.paths.stdout).read_text()
-    assert "2 GPU(s) visible [0,1], tensor parallel 2 -> 1 llama.cpp stand-in replica(s) [0+1]" in log
-    print(f"2-node job: {took:.0f} s end to end, {summary['elapsed_s']:.0f} s in the job; per node "
-          f"{summary['per_node']}")
-    _no_processes_left(job.job_id)
+    print(f"2-node job through the CLI: {took:.0f} s end to end; per node {state['per_node']}")
+    _no_processes_left(job_id)
 
     # The same config run locally (one process, one teacher) makes the same kinds of files and records.
     from sdg.engine.generate import generate
@@ -199,19 +200,30 @@ def test_two_node_job_spreads_leaves_and_matches_a_local_run(env: Path, taxonomy
             assert set(ours[0]) == set(theirs[0]), name
 
 
-def test_scancel_then_resubmit_resumes_without_loss_or_doubles(env: Path, taxonomy: Path) -> None:
+def test_preemption_requeues_then_scancel_and_resubmit_resume_without_loss_or_doubles(env: Path, taxonomy: Path) -> None:
+    """Mid-run, a preemption (SIGTERM + USR2: submitit checkpoints and requeues the job) and then, in the
+    requeued attempt, a scancel; the same config submitted again finishes. Nothing is lost or done twice."""
     from sdg.launch.submit import result, submit
 
-    cfg = _cfg(env, taxonomy, f"cluster.job_dir={env / 'jobs-1'}")
     out = env / "out"
-    job = submit(cfg)
+    job = submit(_cfg(env, taxonomy, f"cluster.job_dir={env / 'jobs-1'}"))
     _wait_for_done_units(out, 3, job)
+    job._interrupt()  # what Slurm does on preemption: SIGTERM, USR2 -> submitit checkpoints and requeues
+    _skip_requeue_delay(job.job_id)
+    attempt1 = Path(job.paths.folder) / "sdg" / "attempt-1"
+    deadline = time.monotonic() + 300
+    while not (attempt1 / "rendezvous.json").exists():
+        assert time.monotonic() < deadline, "the requeued job did not start a second attempt"
+        time.sleep(0.5)
+    before_requeue = sum(_done_units(out).values())
+    _wait_for_done_units(out, before_requeue + 2, job)  # the second attempt resumed and works
+    assert (Path(job.paths.folder) / "sdg" / "attempt-0" / "done.json").exists()
     job.cancel()
     with pytest.raises(Exception):
         job.results()  # submitit sees the cancellation through sacct
     _no_processes_left(job.job_id)
+    assert "attempt 1" in Path(job.paths.stdout).read_text()
     before = sum(_done_units(out).values())
-    assert 3 <= before < 20, before
 
     again = _cfg(env, taxonomy, f"cluster.job_dir={env / 'jobs-2'}")  # fresh submitit folder, same run
     summary = result(submit(again))
@@ -219,25 +231,6 @@ def test_scancel_then_resubmit_resumes_without_loss_or_doubles(env: Path, taxono
     assert summary["units_run"] == summary["units"] - summary["units_resumed"]
     _check_complete(out)
     assert len([p for p in out.iterdir() if (p / "run.json").exists()]) == 1  # the same run folder
-
-
-def test_preemption_requeues_and_finishes(env: Path, taxonomy: Path) -> None:
-    from sdg.launch.submit import result, submit
-
-    cfg = _cfg(env, taxonomy, f"cluster.job_dir={env / 'jobs'}")
-    out = env / "out"
-    job = submit(cfg)
-    _wait_for_done_units(out, 3, job)
-    job._interrupt()  # what Slurm does on preemption: SIGTERM, USR2 -> submitit checkpoints and requeues
-    _skip_requeue_delay(job.job_id)
-    summary = result(job)
-    assert summary["complete"] and summary["units_resumed"] >= 3, summary
-    folder = Path(job.paths.folder)
-    assert (folder / "sdg" / "attempt-0" / "done.json").exists()
-    assert (folder / "sdg" / "attempt-1" / "done.json").exists(), "the job did not run a second attempt"
-    assert "attempt 1" in Path(job.paths.stdout).read_text()
-    _check_complete(out)
-    _no_processes_left(job.job_id)
 
 
 def test_sbatch_template_end_to_end_with_a_requeue(env: Path, taxonomy: Path) -> None:
@@ -282,41 +275,84 @@ def test_sbatch_template_end_to_end_with_a_requeue(env: Path, taxonomy: Path) ->
     _no_processes_left(job_id)
 
 
-def test_a_teacher_that_cannot_start_fails_the_job_quickly(env: Path, taxonomy: Path) -> None:
-    from sdg.launch.submit import result, submit
-
-    cfg = _cfg(env, taxonomy, f"cluster.job_dir={env / 'jobs'}", f"teacher.model={env / 'missing.gguf'}")
-    t0 = time.monotonic()
-    job = submit(cfg)
-    with pytest.raises(Exception, match="missing.gguf"):
-        result(job)
-    assert time.monotonic() - t0 < 180
-    _no_processes_left(job.job_id)
-    from sdg.launch import jobs
-
-    deadline = time.monotonic() + 60
-    while (st := jobs.status(env / "jobs", job.job_id)).state in ("RUNNING", "COMPLETING", "PENDING"):
-        assert time.monotonic() < deadline, st
-        time.sleep(0.5)
-    assert st.state == "FAILED" and st.attempts[0]["status"] == "failed", st
-    assert "missing.gguf" in st.describe() and "missing.gguf" in jobs.logs(env / "jobs", job.job_id)
+def _sdg(env: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The installed `sdg` console script, as a user runs it (private XDG dirs, this venv first on PATH)."""
+    environ = {**os.environ, "XDG_DATA_HOME": str(env / "data"), "XDG_CACHE_HOME": str(env / "cache"),
+               "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    return subprocess.run([str(Path(sys.executable).parent / "sdg"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=environ, cwd=env)
 
 
-def test_jobs_status_logs_cancel(env: Path, taxonomy: Path) -> None:
-    from sdg.launch import jobs
-    from sdg.launch.submit import submit
-
+def test_cli_wait_streams_a_job_whose_teacher_cannot_start_and_exits_1(env: Path, taxonomy: Path) -> None:
+    """`sdg data generate cluster=slurm --wait`: the job id, then the job's own log, then its failure as
+    the exit status; `sdg jobs status|logs` tell the same story later."""
     job_dir = env / "jobs"
-    cfg = _cfg(env, taxonomy, f"cluster.job_dir={job_dir}", "+cluster.additional_parameters.begin=now+3600")
-    job = submit(cfg, log=lambda m: None)  # held back an hour: it stays pending
-    assert jobs.list_jobs(job_dir) == [job.job_id]
-    st = jobs.status(job_dir, job.job_id)
-    assert st.state == "PENDING" and st.attempts == () and f"job {job.job_id}: PENDING" in st.describe()
-    assert "no logs yet" in jobs.logs(job_dir, job.job_id)
-    jobs.cancel(job.job_id)
+    t0 = time.monotonic()
+    r = _sdg(env, "data", "generate", "--taxonomy-path", str(taxonomy), "--output-dir", str(env / "out"), "--wait",
+             *JOB, *TINY, f"cluster.job_dir={job_dir}", f"teacher.model={env / 'missing.gguf'}")
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stdout + r.stderr
+    job_id = re.search(r"submitted Slurm job (\d+): 2 node\(s\)", r.stdout).group(1)  # type: ignore[union-attr]
+    assert f"sdg jobs status {job_id} cluster.job_dir={job_dir}" in r.stdout
+    assert f"job {job_id} attempt 0" in r.stdout  # node 0's log, streamed
+    assert f"error: Slurm job {job_id} did not finish" in r.stderr and "missing.gguf" in r.stderr, r.stderr
+    assert took < 180, f"a job whose teacher cannot start took {took:.0f} s to fail"
+    _no_processes_left(job_id)
     deadline = time.monotonic() + 60
-    while (st := jobs.status(job_dir, job.job_id)).state != "CANCELLED":
-        assert time.monotonic() < deadline, st
+    while "FAILED" not in (st := _sdg(env, "jobs", "status", job_id, "--job-dir", str(job_dir))).stdout:
+        assert time.monotonic() < deadline, st.stdout + st.stderr
         time.sleep(0.5)
-    with pytest.raises(jobs.JobNotFound, match=f"jobs there: {job.job_id}"):
-        jobs.status(job_dir, "999999")
+    assert f"job {job_id}: FAILED" in st.stdout and "attempt 0: failed" in st.stdout and "missing.gguf" in st.stdout
+    logs = _sdg(env, "jobs", "logs", job_id, "--job-dir", str(job_dir), "--node", "1")
+    assert logs.returncode == 0 and f"{job_id}_1_log" in logs.stdout, logs.stdout
+
+
+def test_cli_submit_status_cancel(env: Path, taxonomy: Path) -> None:
+    """Without --wait the submit returns at once with the job id; `sdg jobs` finds it by the output dir."""
+    out = env / "out"
+    r = _sdg(env, "data", "generate", "--taxonomy-path", str(taxonomy), "--output-dir", str(out), *JOB, *TINY,
+             "+cluster.additional_parameters.begin=now+3600")  # held back an hour: it stays pending
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_id = re.search(r"submitted Slurm job (\d+)", r.stdout).group(1)  # type: ignore[union-attr]
+    st = _sdg(env, "jobs", "status", "--output-dir", str(out))
+    assert st.stdout.strip() == f"job {job_id}: PENDING", st.stdout + st.stderr
+    assert "no logs yet" in _sdg(env, "jobs", "logs", job_id, "--output-dir", str(out)).stdout
+    c = _sdg(env, "jobs", "cancel", job_id, "--output-dir", str(out))
+    assert c.returncode == 0 and f"Cancelled Slurm job {job_id}" in c.stdout, c.stdout + c.stderr
+    deadline = time.monotonic() + 60
+    while f"job {job_id}: CANCELLED" not in (st := _sdg(env, "jobs", "status", job_id, "--output-dir", str(out))).stdout:
+        assert time.monotonic() < deadline, st.stdout
+        time.sleep(0.5)
+    missing = _sdg(env, "jobs", "status", "999999", "--output-dir", str(out))
+    assert missing.returncode == 1 and f"jobs there: {job_id}" in missing.stderr, missing.stderr
+
+
+def test_cli_sweep_on_slurm_is_one_array_with_a_folder_per_combination(env: Path, tmp_path: Path) -> None:
+    """`sdg data generate -m cluster=slurm pipeline=simple,full`: hydra-submitit-launcher submits ONE
+    array of two 1-node elements (side by side on the cluster), each writing its own complete run."""
+    from tests.conftest import git
+
+    tax = init_taxonomy(tmp_path / "sweep-tax").path  # one changed leaf against main: a small sweep
+    git(tax, "checkout", "-q", "-b", "work")
+    leaf = tax / "compositional_skills/writing/freeform/haiku/qna.yaml"
+    leaf.write_text(leaf.read_text().replace("created_by: sdg-example", "created_by: sdg-sweep"))
+    git(tax, "commit", "-qam", "change one leaf")
+    out = env / "out"
+    tiny = [o for o in TINY if not o.startswith("taxonomy.base")]
+    r = _sdg(env, "data", "generate", "-m", "--taxonomy-path", str(tax), "--taxonomy-base", "main",
+             "--output-dir", str(out), *JOB, "cluster.nodes=1", *tiny, "pipeline=simple,full")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "one Slurm array" in r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("complete: ")]
+    assert len(lines) == 2 and "pipeline=simple" in lines[0] and "pipeline=full" in lines[1], r.stdout
+    ids = [re.search(r"\(Slurm job (\d+)_(\d+)\)", ln).groups() for ln in lines]  # type: ignore[union-attr]
+    assert ids[0][0] == ids[1][0] and {ids[0][1], ids[1][1]} == {"0", "1"}, ids  # one array, two elements
+    (sweep,) = (out / "multirun").iterdir()
+    pipelines = set()
+    for combo in ("0", "1"):
+        manifest = _check_complete(sweep / combo)
+        pipelines.add(manifest["pipeline"]["name"])
+        assert [leaf["kind"] for leaf in manifest["leaves"]] == ["freeform_skill"]
+    assert pipelines == {"simple", "full"}
+    st = _sdg(env, "jobs", "status", "--job-dir", str(sweep / "slurm_jobs"))
+    assert f"job {ids[0][0]}_0: COMPLETED" in st.stdout and f"job {ids[0][0]}_1: COMPLETED" in st.stdout, st.stdout

@@ -44,11 +44,16 @@ class JobStatus:
         return "\n".join(lines)
 
 
+def _is_job_id(name: str) -> bool:
+    """`123`, or `123_4` for element 4 of array job 123 (a Slurm sweep)."""
+    return all(part.isdigit() for part in name.split("_")) and name.count("_") <= 1
+
+
 def list_jobs(job_dir: str | Path) -> list[str]:
     """Job ids with a folder under `job_dir`, newest first."""
     root = Path(job_dir).expanduser()
-    ids = [p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
-    return sorted(ids, key=int, reverse=True)
+    ids = [p.name for p in root.iterdir() if p.is_dir() and _is_job_id(p.name)] if root.is_dir() else []
+    return sorted(ids, key=lambda j: tuple(int(x) for x in j.split("_")), reverse=True)
 
 
 def _folder(job_dir: str | Path, job_id: str) -> Path:

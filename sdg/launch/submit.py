@@ -9,7 +9,7 @@ config after a scancel resumes the same way.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +24,23 @@ def _submitit() -> Any:
         raise SdgError("cluster=slurm needs submitit and ray in this environment: pip install 'submitit>=1.5' "
                        "'ray>=2.40'") from None
     return submitit
+
+
+class JobFailed(SdgError):
+    """The Slurm job ended without a complete run (failed, cancelled, timed out for good)."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What `launch_generate` did: the job, and with `wait` node 0's summary (None otherwise)."""
+
+    job_id: str
+    folder: Path
+    summary: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.summary and self.summary.get("complete"))
 
 
 class GenerateJob:
@@ -67,15 +84,46 @@ def submit(cfg: SdgConfig, *, folder: Path | None = None, log: Callable[[str], N
         raise ConfigError("generate.dry_run runs here, not on the cluster: drop cluster=slurm for --dry-run")
     executor = make_executor(cfg, folder)
     # The job folder (and so the rendezvous files) must be the same for every node: resolve it now.
-    cfg = replace(cfg, cluster=replace(cfg.cluster, job_dir=str(Path(folder or cfg.cluster.job_dir).expanduser())))
+    cfg = replace(cfg, cluster=replace(cfg.cluster, job_dir=str(Path(folder or cfg.cluster.job_dir).expanduser().absolute())))
     job = executor.submit(GenerateJob(), cfg)
     c = cfg.cluster
     log(f"submitted Slurm job {job.job_id}: {c.nodes} node(s) x {c.gpus_per_node} GPU(s), teacher "
         f"{cfg.teacher.name}, outputs under {cfg.generate.output_dir}")
+    where = f" cluster.job_dir={cfg.cluster.job_dir}"
     log(f"  follow:  tail -f {job.paths.stdout}   (node 0; node N: {str(job.paths.stdout).replace('_0_log', '_N_log')})")
-    log(f"  state:   squeue -j {job.job_id}; sacct -j {job.job_id}")
-    log(f"  cancel:  scancel {job.job_id}   (submitting the same command again resumes from the journals)")
+    log(f"  state:   sdg jobs status {job.job_id}{where}   (or squeue -j {job.job_id}; sacct -j {job.job_id})")
+    log(f"  logs:    sdg jobs logs {job.job_id}{where} [--node N]")
+    log(f"  cancel:  sdg jobs cancel {job.job_id}   (submitting the same command again resumes from the journals)")
     return job
+
+
+def launch_generate(cfg: SdgConfig, *, wait: bool = False, log: Callable[[str], None] = print) -> Launched:
+    """`sdg data generate cluster=slurm [--wait]`: submit; with `wait`, stream node 0's log until the
+    job ends and return its summary (a failed or cancelled job raises JobFailed)."""
+    job = submit(cfg, log=log)
+    launched = Launched(str(job.job_id), Path(job.paths.folder))
+    if not wait:
+        return launched
+    try:
+        summary = follow(job, log=log)
+    except SdgError:
+        raise
+    except Exception as exc:  # submitit's FailedJobError / UncompletedJobError carry the job's traceback
+        why = job_error(str(exc)) or type(exc).__name__
+        raise JobFailed(f"Slurm job {job.job_id} did not finish: {why}\n  logs: sdg jobs logs {job.job_id} "
+                        f"cluster.job_dir={launched.folder.parent}; submitting the same command again resumes") from None
+    return replace(launched, summary=summary)
+
+
+def job_error(text: str) -> str:
+    """The job's own error from submitit's failure text: the traceback's last line, without the class path."""
+    trace = text.split("\n----------------------\nYou can check", 1)[0]
+    lines = [ln.strip() for ln in trace.splitlines() if ln.strip() and ln.strip() != "-" * 22]
+    if not lines:
+        return ""
+    last = lines[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and "." in head and " " not in head else last
 
 
 def result(job: Any) -> dict[str, Any]:

@@ -1,0 +1,125 @@
+"""Hydra multirun sweeps of `data generate`: locally one combination after another, on Slurm ONE array.
+
+With cluster=slurm the sweep goes through hydra-submitit-launcher (Hydra's own `-m` path, which the CLI
+already uses): `slurm_launcher` registers its config, built from `cluster.*`, as `hydra/launcher=sdg_slurm`;
+the launcher submits every combination as one element of one Slurm array (`executor.map_array`) and
+waits for them. Every task of every element runs `run_combination`: on Slurm that is `node_main` (node 0
+drives, the others serve and work), locally `generate`. Node 0 (or the local run) writes
+`sweep_job.json` into the combination's own output dir; `sweep_results` reads them back, so the
+submitting process learns each outcome without unpickling anything from the jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from sdg.config.schema import ClusterConfig, SdgConfig
+from sdg.errors import ConfigError, SdgError
+
+LAUNCHER = "sdg_slurm"
+RESULT = "sweep_job.json"
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One combination's outcome (from its sweep_job.json)."""
+
+    output_dir: Path
+    overrides: str
+    status: str  # complete | dry-run | incomplete | failed | missing (the job never wrote its file)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("complete", "dry-run")
+    run_dir: str | None = None
+    job_id: str | None = None
+    error: str | None = None
+
+
+def check_sweepable(overrides: Sequence[str]) -> None:
+    """One array shares one set of sbatch parameters: cluster.* may not take several values."""
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+~").split(".")[0] in ("cluster", "hydra/launcher") and "," in value:
+            raise ConfigError(f"'{o}': a Slurm sweep is one array whose elements share one set of sbatch "
+                              "parameters, so cluster.* cannot be swept; run one sweep per cluster setting")
+
+
+def slurm_launcher(cluster: ClusterConfig, job_dir: str | Path) -> list[str]:
+    """Register hydra-submitit-launcher's Slurm config built from `cluster`; the overrides that pick it."""
+    try:
+        from hydra.core.config_store import ConfigStore
+        from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+    except ImportError:
+        raise SdgError("a Slurm sweep (-m cluster=slurm) needs hydra-submitit-launcher: pip install -e '.[slurm]' "
+                       "(or pip install hydra-submitit-launcher submitit ray)") from None
+    node = SlurmQueueConf(
+        submitit_folder=str(Path(job_dir).expanduser().absolute() / "%j"), name="sdg-generate",
+        nodes=cluster.nodes, tasks_per_node=1, cpus_per_task=cluster.cpus_per_task, mem_gb=cluster.mem_gb,
+        timeout_min=cluster.time_min, gpus_per_node=cluster.gpus_per_node or None, partition=cluster.partition,
+        qos=cluster.qos, account=cluster.account, constraint=cluster.constraint,
+        max_num_timeout=cluster.max_requeues, array_parallelism=cluster.array_parallelism,
+        setup=list(cluster.setup) or None, additional_parameters=dict(cluster.additional_parameters))
+    ConfigStore.instance().store(group="hydra/launcher", name=LAUNCHER, node=node, provider="sdg")
+    return [f"hydra/launcher={LAUNCHER}"]
+
+
+def _in_submitit_job() -> bool:
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm"  # exported by submitit's sbatch script
+
+
+def run_combination(cfg: SdgConfig, overrides: str, *, base_is_default: bool,
+                    log: Callable[[str], None] = print) -> SweepJob | None:
+    """One combination of a sweep, in its own `generate.output_dir`; never raises an SdgError (the
+    outcome goes to sweep_job.json). Non-driver nodes of a Slurm element return None."""
+    out = Path(cfg.generate.output_dir)
+    job_id = os.environ.get("SLURM_ARRAY_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    jid = f"{job_id}_{task}" if job_id and task else os.environ.get("SLURM_JOB_ID")
+    try:
+        if cfg.cluster.kind == "slurm" and not cfg.generate.dry_run:
+            if not _in_submitit_job():
+                raise SdgError("cluster=slurm in a sweep runs inside the Slurm array (hydra/launcher=sdg_slurm)")
+            import submitit
+
+            from sdg.launch.node import node_main
+
+            summary = node_main(cfg, submitit.JobEnvironment().paths.folder, unwind_on_sigterm=False)
+            if summary is None:
+                return None
+            status, run_dir = ("complete" if summary["complete"] else "incomplete"), summary["run_dir"]
+        else:
+            from sdg.engine.generate import generate
+
+            result = generate(cfg, base_is_default=base_is_default, log=log)
+            status = "dry-run" if cfg.generate.dry_run else "complete" if result.complete else "incomplete"
+            run_dir = str(result.run_dir) if result.run_dir else None
+        job = SweepJob(out, overrides, status, run_dir, jid)
+    except SdgError as exc:
+        job = SweepJob(out, overrides, "failed", None, jid, str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"overrides": job.overrides, "status": job.status, "run_dir": job.run_dir, "job_id": job.job_id,
+              "error": job.error}
+    (out / RESULT).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return job
+
+
+def sweep_results(sweep_dir: Path) -> list[SweepJob]:
+    """Every combination folder of a finished sweep (Hydra's numbered subdirs), in order."""
+    found = []
+    subdirs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) \
+        if Path(sweep_dir).is_dir() else []
+    for d in subdirs:
+        try:
+            rec = json.loads((d / RESULT).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found.append(SweepJob(d, "?", "missing", error=f"no {RESULT}: the job died before it finished; see its "
+                                                            "logs under cluster.job_dir"))
+            continue
+        found.append(SweepJob(d, rec.get("overrides", ""), rec["status"], rec.get("run_dir"), rec.get("job_id"),
+                              rec.get("error")))
+    return found
