@@ -58,6 +58,14 @@ def test_llama_cpp_stands_in_for_vllm_replicas() -> None:
     assert serving_teacher(teacher("vllm", tp=2), plan).tensor_parallel_size == 2
 
 
+def test_endpoint_url_with_node_placeholder_points_each_node_at_its_own_server() -> None:
+    t = TeacherConfig(name="t", backend="endpoint", endpoint_url="http://{node}:8000/v1")
+    plan = node_plan(t, ["0"])
+    assert serving_teacher(t, plan, "127.0.0.12").endpoint_url == "http://127.0.0.12:8000/v1"
+    fixed = TeacherConfig(name="t", backend="endpoint", endpoint_url="http://10.0.0.1:8000/v1")
+    assert serving_teacher(fixed, plan, "127.0.0.12").endpoint_url == "http://10.0.0.1:8000/v1"
+
+
 def test_no_gpus_one_cpu_replica() -> None:
     plan = node_plan(teacher("llama-cpp"), [])
     assert [r.gpus for r in plan.replicas] == [()] and not plan.stand_in

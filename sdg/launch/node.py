@@ -124,7 +124,7 @@ def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sig
     with _signals_unwind(unwind_on_sigterm):
         try:
             t0 = time.monotonic()
-            with serving(serving_teacher(cfg.teacher, nplan), log_dir=files.logs / env.name) as endpoints:
+            with serving(serving_teacher(cfg.teacher, nplan, env.ip), log_dir=files.logs / env.name) as endpoints:
                 log(f"teacher ready in {time.monotonic() - t0:.1f} s: {len(endpoints)} endpoint(s)")
                 record = {"node": env.name, "index": env.index, "ip": env.ip, "gpus": list(gpus), "gpu_source": source,
                           "replicas": [list(r.gpus) for r in nplan.replicas], "stand_in": nplan.stand_in,

@@ -50,10 +50,18 @@ def node_plan(teacher: TeacherConfig, gpus: Sequence[str], source: str = "") -> 
     return NodePlan(tuple(gpus), tp, replicas, stand_in)
 
 
-def serving_teacher(teacher: TeacherConfig, plan: NodePlan) -> TeacherConfig:
-    """The teacher config one node hands to `serving()`, with the node plan applied."""
+NODE_PLACEHOLDER = "{node}"
+
+
+def serving_teacher(teacher: TeacherConfig, plan: NodePlan, node_host: str = "") -> TeacherConfig:
+    """The teacher config one node hands to `serving()`, with the node plan applied.
+
+    backend=endpoint with `{node}` in teacher.endpoint_url (`http://{node}:8000/v1`): every node uses
+    the server already running on itself (a site service per node), so work stays on its node."""
     from dataclasses import replace
 
+    if teacher.backend == "endpoint" and teacher.endpoint_url and NODE_PLACEHOLDER in teacher.endpoint_url:
+        return replace(teacher, endpoint_url=teacher.endpoint_url.replace(NODE_PLACEHOLDER, node_host or "127.0.0.1"))
     if teacher.backend == "llama-cpp":
         return replace(teacher, tensor_parallel_size=1, replicas=len(plan.replicas))
     return teacher
