@@ -233,11 +233,29 @@ def test_preemption_requeues_then_scancel_and_resubmit_resume_without_loss_or_do
     assert len([p for p in out.iterdir() if (p / "run.json").exists()]) == 1  # the same run folder
 
 
-def test_sbatch_template_end_to_end_with_a_requeue(env: Path, taxonomy: Path) -> None:
-    """`sbatch slurm/generate.sbatch OVERRIDES`; midway the batch shell gets the time-limit signal
-    (USR2), requeues the job, and the second attempt resumes and finishes."""
+def _changed_leaves(root: Path, *rels: str) -> Path:
+    """The example taxonomy on a branch that changes only `rels` against main: a smaller plan."""
+    from tests.conftest import git
+
+    tax = init_taxonomy(root).path
+    git(tax, "checkout", "-q", "-b", "work")
+    for rel in rels:
+        leaf = tax / rel / "qna.yaml"
+        leaf.write_text(leaf.read_text().replace("created_by: sdg-example", "created_by: sdg-changed"))
+    git(tax, "commit", "-qam", "change some leaves")
+    return tax
+
+
+def test_sbatch_template_end_to_end_with_a_requeue(env: Path, tmp_path: Path) -> None:
+    """`sbatch slurm/generate.sbatch OVERRIDES` (2 nodes, srun): the overrides reach every node's config;
+    midway the batch shell gets the time-limit signal (USR2), requeues the job, the second attempt
+    resumes and finishes."""
     out = env / "out"
-    args = [f"taxonomy.path={taxonomy}", f"generate.output_dir={out}", *TINY]
+    taxonomy = _changed_leaves(tmp_path / "tax", "compositional_skills/writing/freeform/haiku",
+                               "foundational_skills/reasoning/unit_conversion")
+    tiny = [o for o in TINY if not o.startswith("taxonomy.base")]
+    args = [f"taxonomy.path={taxonomy}", f"generate.output_dir={out}", "taxonomy.base=main", *tiny,
+            "pipeline.samples_per_unit=3"]
     t0 = time.monotonic()
     r = subprocess.run(["sbatch", "--parsable", "-N", "2", "--gpus-per-node=1", "--cpus-per-task=1", "--mem=1G",
                         "-t", "30", "-o", str(env / "%j.out"), str(REPO / "slurm" / "generate.sbatch"), *args],
@@ -272,6 +290,10 @@ def test_sbatch_template_end_to_end_with_a_requeue(env: Path, taxonomy: Path) ->
     assert _writers(out) == {"node1", "node2"}
     manifest = _check_complete(out)
     assert manifest["counts"]["units_resumed"] >= 3
+    assert {leaf["kind"] for leaf in manifest["leaves"]} == {"freeform_skill", "foundational_skill"}
+    cfg = manifest["config"]  # the overrides, as the nodes composed them
+    assert cfg["teacher"]["max_tokens"] == 64 and cfg["pipeline"]["samples_per_unit"] == 3
+    assert cfg["taxonomy"]["base"] == "main" and cfg["generate"]["output_dir"] == str(out)
     _no_processes_left(job_id)
 
 
@@ -330,13 +352,7 @@ def test_cli_submit_status_cancel(env: Path, taxonomy: Path) -> None:
 def test_cli_sweep_on_slurm_is_one_array_with_a_folder_per_combination(env: Path, tmp_path: Path) -> None:
     """`sdg data generate -m cluster=slurm pipeline=simple,full`: hydra-submitit-launcher submits ONE
     array of two 1-node elements (side by side on the cluster), each writing its own complete run."""
-    from tests.conftest import git
-
-    tax = init_taxonomy(tmp_path / "sweep-tax").path  # one changed leaf against main: a small sweep
-    git(tax, "checkout", "-q", "-b", "work")
-    leaf = tax / "compositional_skills/writing/freeform/haiku/qna.yaml"
-    leaf.write_text(leaf.read_text().replace("created_by: sdg-example", "created_by: sdg-sweep"))
-    git(tax, "commit", "-qam", "change one leaf")
+    tax = _changed_leaves(tmp_path / "sweep-tax", "compositional_skills/writing/freeform/haiku")  # a small sweep
     out = env / "out"
     tiny = [o for o in TINY if not o.startswith("taxonomy.base")]
     r = _sdg(env, "data", "generate", "-m", "--taxonomy-path", str(tax), "--taxonomy-base", "main",
