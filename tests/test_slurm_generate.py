@@ -56,8 +56,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _cfg(tmp: Path, taxonomy: Path, *extra: str, out: str = "out"):
-    return to_object(compose_config([*JOB, *TINY, f"taxonomy.path={taxonomy}", f"generate.output_dir={tmp / out}",
-                                     *extra]))
+    keys = {o.split("=", 1)[0] for o in extra}  # an extra override replaces TINY's/JOB's
+    base = [o for o in (*JOB, *TINY) if o.split("=", 1)[0] not in keys]
+    return to_object(compose_config([*base, f"taxonomy.path={taxonomy}", f"generate.output_dir={tmp / out}", *extra]))
 
 
 def _run_dir(out: Path) -> Path:
@@ -200,13 +201,16 @@ def test_two_node_job_spreads_leaves_and_matches_a_local_run(env: Path, taxonomy
             assert set(ours[0]) == set(theirs[0]), name
 
 
-def test_preemption_requeues_then_scancel_and_resubmit_resume_without_loss_or_doubles(env: Path, taxonomy: Path) -> None:
+def test_preemption_requeues_then_scancel_and_resubmit_resume_without_loss_or_doubles(env: Path) -> None:
     """Mid-run, a preemption (SIGTERM + USR2: submitit checkpoints and requeues the job) and then, in the
     requeued attempt, a scancel; the same config submitted again finishes. Nothing is lost or done twice."""
     from sdg.launch.submit import result, submit
 
     out = env / "out"
-    job = submit(_cfg(env, taxonomy, f"cluster.job_dir={env / 'jobs-1'}"))
+    skills = _changed_leaves(env / "tax", "compositional_skills/writing/freeform/haiku",  # 15 units, no knowledge
+                             "compositional_skills/extraction/grounded/meeting_action_items",
+                             "foundational_skills/reasoning/unit_conversion")
+    job = submit(_cfg(env, skills, f"cluster.job_dir={env / 'jobs-1'}", "taxonomy.base=main"))
     _wait_for_done_units(out, 3, job)
     job._interrupt()  # what Slurm does on preemption: SIGTERM, USR2 -> submitit checkpoints and requeues
     _skip_requeue_delay(job.job_id)
@@ -225,7 +229,7 @@ def test_preemption_requeues_then_scancel_and_resubmit_resume_without_loss_or_do
     assert "attempt 1" in Path(job.paths.stdout).read_text()
     before = sum(_done_units(out).values())
 
-    again = _cfg(env, taxonomy, f"cluster.job_dir={env / 'jobs-2'}")  # fresh submitit folder, same run
+    again = _cfg(env, skills, f"cluster.job_dir={env / 'jobs-2'}", "taxonomy.base=main")  # new folder, same run
     summary = result(submit(again))
     assert summary["complete"] and summary["units_resumed"] >= before, (summary, before)
     assert summary["units_run"] == summary["units"] - summary["units_resumed"]
