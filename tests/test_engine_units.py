@@ -71,6 +71,23 @@ def test_journal_torn_tail_is_cut_and_last_record_wins(tmp_path: Path) -> None:
         read_journal(path)
 
 
+def test_journal_keeps_shared_columns_once_and_reads_rows_back_unchanged(tmp_path: Path) -> None:
+    doc = "A long document chunk. " * 100
+    same = [{"document": doc, "icl": [{"q": "x"}], "question": f"q{i}", "n": i} for i in range(5)]
+    ragged = [{"document": doc, "question": "q0"}, {"question": "q1", "document": doc}]  # key order differs
+    single = [{"document": doc, "question": "q"}]
+    store = JournalStore(tmp_path)
+    for uid, rows in (("same", same), ("ragged", ragged), ("single", single), ("none", [])):
+        store.append("leaf", record_of(uid, UnitResult(rows=rows, generated=len(rows), requests=1)))
+    store.close()
+    text = store.path("leaf").read_text()
+    assert text.count("A long document chunk.") == 100 * (1 + 2 + 1)  # once for `same`, per row elsewhere
+    records = {r.unit: r for r in read_journal(store.path("leaf"))}
+    for uid, rows in (("same", same), ("ragged", ragged), ("single", single), ("none", [])):
+        back = records[uid].rows
+        assert list(back) == rows and [list(r) for r in back] == [list(r) for r in rows]  # values and column order
+
+
 def test_failed_units_are_journaled_as_failed() -> None:
     rec = record_of("u", UnitResult(errors=[RequestError("gen", "timeout", "t")], requests=3))
     assert rec["status"] == "failed"
