@@ -6,7 +6,7 @@ measuring instrument (not a model, not a mock of sdg): a minimal asyncio HTTP/1.
 process, pinned to CPU 1 where there is one, that answers POST /v1/chat/completions at once with a
 valid chat completion whose content is five parseable `Question: ...\\nAnswer: ...` pairs (about the
 length of a real 256-token reply) and usage numbers. Everything on the engine side is real: the
-packaged pipelines from `load_pipeline` (simple by default), `TeacherClient` over httpx, `run_plan` with
+packaged pipelines from `load_pipeline` (simple by default), `TeacherClient` over aiohttp, `run_plan` with
 an `ErrorBreaker`, a `JournalStore` in a temp dir, `Progress(mode="none")`, on a synthetic plan of N
 units over leaves of every kind (freeform, grounded, foundational skills and knowledge leaves with
 chunks) built directly from `sdg.taxonomy.leaves` records and `make_plan`. The engine process is pinned
@@ -21,7 +21,7 @@ the stand-in's own CPU use (if the stand-in is near 100 % of its core, it was th
     .venv/bin/python benchmarks/dispatch_ceiling.py --client-floor        # + the HTTP client alone, for scale
 
 With --profile a second, separate run (--profile-units, default 5,000) is made under cProfile and the
-top functions and the share of time per component (httpx/httpcore, asyncio, json, parsers, journal,
+top functions and the share of time per component (aiohttp, asyncio, json, parsers, journal,
 ...) are printed; cProfile inflates Python call overhead, so the shares are indicative and the rate
 under it is not the figure. The clean figure is always the first run.
 """
@@ -77,7 +77,7 @@ def _response(status: bytes, body: bytes) -> bytes:
 
 
 class _StandInProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and pipelining; bodies by Content-Length (httpx never chunks a JSON body)."""
+    """HTTP/1.1 with keep-alive and pipelining; bodies by Content-Length (the clients never chunk a JSON body)."""
 
     counter = itertools.count()
     served = 0
@@ -399,10 +399,10 @@ async def _raw_floor(base_url: str, n: int, concurrency: int) -> int:
 
 
 def client_floor(base_url: str, n: int, concurrency: int) -> list[tuple[str, float, float]]:
-    """(client, requests/s, CPU ms per request) for httpx alone and for a minimal asyncio client."""
+    """(client, requests/s, CPU ms per request) for httpx, aiohttp (sdg's transport) and a minimal asyncio client."""
     out = []
-    for name, fn in (("httpx.AsyncClient alone (sdg's transport)", _httpx_floor),
-                     ("aiohttp.ClientSession alone", _aiohttp_floor),
+    for name, fn in (("httpx.AsyncClient alone (sdg's transport until Nov 2026)", _httpx_floor),
+                     ("aiohttp.ClientSession alone (sdg's transport)", _aiohttp_floor),
                      ("minimal asyncio-streams HTTP/1.1 client", _raw_floor)):
         asyncio.run(fn(base_url, min(n, 500), concurrency))  # warm-up
         t0, c0 = time.monotonic(), time.process_time()
@@ -425,11 +425,9 @@ _COMPONENTS = (  # (label, substring of the file path or function label), first 
     ("sdg.engine.plan (iter_units, digests)", "sdg/engine/plan.py"),
     ("sdg.engine.progress", "sdg/engine/progress.py"),
     ("sdg.teacher.client", "sdg/teacher/client.py"),
-    ("httpx", "/httpx/"),
-    ("httpcore", "/httpcore/"),
-    ("h11", "/h11/"),
-    ("anyio/sniffio", "/anyio/"),
-    ("anyio/sniffio", "/sniffio/"),
+    ("aiohttp/yarl/multidict", "/aiohttp/"),
+    ("aiohttp/yarl/multidict", "/yarl/"),
+    ("aiohttp/yarl/multidict", "/multidict/"),
     ("json (stdlib + C)", "/json/"),
     ("json (stdlib + C)", "_json"),
     ("asyncio event loop", "/asyncio/"),
@@ -470,17 +468,9 @@ def _component(filename: str, func: str) -> str:
 # Where the engine's time goes, as inclusive shares of the run: (label, file fragment, function name).
 # Indented labels are parts of the first unindented one above them.
 KEY_COSTS = (
-    ("TeacherClient._attempt: the whole HTTP request via httpx", "sdg/teacher/client.py", "_attempt"),
-    ("  httpx build_request (URL, headers, JSON body encode)", "httpx/_client.py", "build_request"),
-    ("  httpcore pool _assign_requests_to_connections (scans every connection)", "httpcore/_async/connection_pool.py",
-     "_assign_requests_to_connections"),
-    ("    has_expired -> is_socket_readable/get_extra_info per idle connection", "httpcore/_async/connection.py",
-     "has_expired"),
-    ("  httpcore current_async_library (tries 'import sniffio' every call)", "httpcore/_synchronization.py",
-     "current_async_library"),
-    ("  HTTP/1.1 exchange: h11 send/receive (httpcore http11)", "httpcore/_async/http11.py", "handle_async_request"),
-    ("  httpx response aread + aclose", "httpx/_models.py", "aread"),
-    ("  response JSON decode (resp.json)", "httpx/_models.py", "json"),
+    ("TeacherClient._attempt: the whole HTTP request via aiohttp", "sdg/teacher/client.py", "_attempt"),
+    ("  aiohttp ClientSession._request (connector, HTTP/1.1 exchange)", "aiohttp/client.py", "_request"),
+    ("  response read (ClientResponse.read)", "aiohttp/client_reqrep.py", "read"),
     ("qa_pairs parser", "sdg/pipeline/parsers.py", "qa_pairs"),
     ("DedupBlock._examples (normalizes every example, per row)", "sdg/pipeline/row_blocks.py", "_examples"),
     ("parsers.normalize (all callers)", "sdg/pipeline/parsers.py", "normalize"),
@@ -618,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also profile a second run: cprofile (default) or py-spy (sampling, needs py-spy)")
     ap.add_argument("--py-spy", default=None, help="the py-spy executable (default: on PATH)")
     ap.add_argument("--client-floor", action="store_true",
-                    help="also time the HTTP client alone (httpx, and a minimal asyncio client) at the same "
+                    help="also time the HTTP client alone (httpx, aiohttp, a minimal asyncio client) at the same "
                          "concurrency and request size: the ceiling the transport leaves the engine")
     ap.add_argument("--profile-units", type=int, default=5000)
     ap.add_argument("--profile-out", help="save the raw profile here (cProfile: pstats; py-spy: collapsed stacks)")
@@ -652,8 +642,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ntransport alone ({args.units} requests, {args.concurrency} in flight, the same stand-in, no engine):")
             for name, rate, ms in floor:
                 print(f"  {name:45s} {rate:8.1f} requests/s  {ms:6.3f} ms CPU per request")
-            print(f"  the engine's {r['cpu_ms_per_request']:.3f} ms per request = httpx alone "
-                  f"{floor[0][2]:.3f} ms + {r['cpu_ms_per_request'] - floor[0][2]:.3f} ms of everything else", flush=True)
+            print(f"  the engine's {r['cpu_ms_per_request']:.3f} ms per request = aiohttp alone "
+                  f"{floor[1][2]:.3f} ms + {r['cpu_ms_per_request'] - floor[1][2]:.3f} ms of everything else", flush=True)
         prof_text = None
         if args.profile == "py-spy":
             py_spy = args.py_spy or shutil.which("py-spy")

@@ -11,9 +11,9 @@ pipelines: the baseline), VmRSS sampled every 0.25 s during the run (with the un
 (the peak) at the end. Printed per size: baseline, peak, peak - baseline, RSS at 10 %, 50 % and 100 %
 of the units and the growth per 10k units after the first 10 %; then the difference of the peaks.
 
-With --with-collect the child then also runs generate's next step, `collect_rows` (every journal record
-read back into memory for the output writers), and prints that peak separately: it is not the engine,
-but it is what a 100k-unit `generate` does after the engine.
+With --with-collect the child then also runs generate's next step, `collect_rows` + `write_outputs`
+(quality counts, then every InstructLab file, one leaf's rows in memory at a time), and prints that peak
+separately: it is not the engine, but it is what a 100k-unit `generate` does after the engine.
 
 With --tracemalloc the child also traces Python allocations (much slower) and prints the 10 source lines
 whose live memory grew most between 10 % of the units and the end: where a growth comes from.
@@ -85,14 +85,17 @@ def _child(n_units: int, base_url: str, concurrency: int, cpu: int | None, trace
         journal_bytes = sum(p.stat().st_size for p in Path(tmp).rglob("*.jsonl"))
         end = proc_status()
         collect = None
-        if with_collect:  # what generate() does next: every journal record back in memory for the writers
+        if with_collect:  # what generate() does next: journals -> quality counts -> InstructLab files, leaf by leaf
             from sdg.engine.generate import collect_rows
             from sdg.engine.journal import JournalStore
+            from sdg.output.instructlab import write_outputs
 
             t0 = time.monotonic()
             rows, _quality = collect_rows(plan, JournalStore(Path(tmp)))
+            files = write_outputs(Path(tmp) / "out", "bench", [lp.leaf for lp in plan.leaves], rows,
+                                  system_prompt="You are a helpful assistant.", seed=42)
             after = proc_status()
-            collect = {"rows": sum(len(v) for v in rows.values()), "s": time.monotonic() - t0,
+            collect = {"rows": files.train_rows, "s": time.monotonic() - t0,
                        "peak_rss": after.get("VmHWM", 0), "rss": after.get("VmRSS", 0)}
             del rows, _quality
     growth = None
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stand-in-cpu", type=int, default=1)
     ap.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (slow) and list growth")
     ap.add_argument("--with-collect", action="store_true",
-                    help="after the engine, also run generate's collect_rows (all journal rows back in memory) "
+                    help="after the engine, also run generate's collect_rows + write_outputs (one leaf at a time) "
                          "and report its peak separately")
     ap.add_argument("--max-load", type=float, default=1.2, help="wait for the 1-min load average below this (0: off)")
     ap.add_argument("--load-wait-s", type=float, default=600.0)
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{fmt_load(r['load_before'])}", flush=True)
             if r["collect"]:
                 c = r["collect"]
-                print(f"  then collect_rows (generate's next step, not the engine): {c['rows']} rows in {c['s']:.1f} s, "
+                print(f"  then collect_rows + write_outputs (generate's next step, not the engine): {c['rows']} train rows "
+                      f"in {c['s']:.1f} s, "
                       f"peak RSS {mb(c['peak_rss'])} (+{mb(c['peak_rss'] - r['peak_rss'])} over the engine's peak)")
             if r["tracemalloc_growth"]:
                 print(f"  tracemalloc peak {mb(r['tracemalloc_peak'] or 0)}; live memory growth, 10 % -> end:")

@@ -25,11 +25,11 @@ def _skill(name: str, n: int = 5, grounded: bool = False):
                created_by="t", version=3, task_description="t", seeds=seeds)
 
 
-def _knowledge(chunks: int = 2):
+def _knowledge(chunks: int = 2, chunk_text: str = "chunk"):
     seeds = tuple(KnowledgeSeed(f"c{i}", tuple(QnA(f"q{j}", f"a{j}") for j in range(3))) for i in range(5))
     return KnowledgeLeaf(id="knowledge->k", name="k", path="knowledge/k/qna.yaml", created_by="t", version=3,
                          domain="d", document_outline="o", seeds=seeds,
-                         chunks=tuple(Chunk(i, f"chunk {i}", 3, "doc.md") for i in range(chunks)))
+                         chunks=tuple(Chunk(i, f"{chunk_text} {i}", 3, "doc.md") for i in range(chunks)))
 
 
 def test_shares_and_scale_factor_formula() -> None:
@@ -42,8 +42,24 @@ def test_shares_and_scale_factor_formula() -> None:
     assert len(units) == plan.units and len({u.id for u in units}) == plan.units
     assert sum(u.target for u in units) == plan.target_samples
     assert {u.row["leaf_node_type"] for u in units} == {"freeform_skill", "grounded_skill", "knowledge"}
-    # round robin: the first three units come from three different leaves
+    # every leaf starts at once: the first three units come from three different leaves
     assert len({u.leaf_id for u in units[:3]}) == 3
+
+
+def test_units_of_heavy_leaves_come_early_so_the_run_ends_on_short_units() -> None:
+    light = [_skill("a"), _skill("b")]
+    heavy = _knowledge(chunks=6, chunk_text="A long passage of the document. " * 800)  # ~6k tokens per chunk
+    plan = make_plan([*light, heavy], scale=10, samples_per_unit=5)
+    units = list(plan.iter_units())
+    assert len(units) == plan.units and len({u.id for u in units}) == plan.units
+    assert len({u.leaf_id for u in units[:3]}) == 3
+    kinds = [u.row["leaf_node_type"] for u in units]
+    # 60 knowledge units (long prompts) over the first half of the keys, 2 x 10 light ones over all of it:
+    # the light units after the heavy ones' last key end the run
+    assert set(kinds[-8:]) == {"freeform_skill"} and kinds.count("knowledge") == 60
+    # with equal weights the leaves stay interleaved to the end (no leaf is left for last)
+    even = list(make_plan([_skill("a"), _skill("b")], scale=10, samples_per_unit=5).iter_units())
+    assert all(even[i].leaf_id != even[i + 1].leaf_id for i in range(0, len(even), 2))
 
 
 def test_unit_ids_are_stable_and_follow_content() -> None:
@@ -69,6 +85,23 @@ def test_journal_torn_tail_is_cut_and_last_record_wins(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "garbage\n" + json.dumps(record_of("u4", UnitResult())) + "\n")
     with pytest.raises(JournalError, match="line 4"):
         read_journal(path)
+
+
+def test_journal_keeps_shared_columns_once_and_reads_rows_back_unchanged(tmp_path: Path) -> None:
+    doc = "A long document chunk. " * 100
+    same = [{"document": doc, "icl": [{"q": "x"}], "question": f"q{i}", "n": i} for i in range(5)]
+    ragged = [{"document": doc, "question": "q0"}, {"question": "q1", "document": doc}]  # key order differs
+    single = [{"document": doc, "question": "q"}]
+    store = JournalStore(tmp_path)
+    for uid, rows in (("same", same), ("ragged", ragged), ("single", single), ("none", [])):
+        store.append("leaf", record_of(uid, UnitResult(rows=rows, generated=len(rows), requests=1)))
+    store.close()
+    text = store.path("leaf").read_text()
+    assert text.count("A long document chunk.") == 100 * (1 + 2 + 1)  # once for `same`, per row elsewhere
+    records = {r.unit: r for r in read_journal(store.path("leaf"))}
+    for uid, rows in (("same", same), ("ragged", ragged), ("single", single), ("none", [])):
+        back = records[uid].rows
+        assert list(back) == rows and [list(r) for r in back] == [list(r) for r in rows]  # values and column order
 
 
 def test_failed_units_are_journaled_as_failed() -> None:

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from sdg import __version__
 from sdg.config.schema import SdgConfig, TeacherConfig
 from sdg.engine.journal import JournalStore
-from sdg.engine.plan import Plan, make_plan, run_fingerprint
+from sdg.engine.plan import LeafPlan, Plan, make_plan, run_fingerprint
 from sdg.engine.progress import Progress, fmt_duration
 from sdg.engine.rundir import RunDir, choose_run_dir, write_state
 from sdg.engine.runner import ErrorBreaker, RunStats, run_plan
@@ -171,32 +171,52 @@ def _public_config(cfg: SdgConfig) -> dict[str, Any]:
     return data  # type: ignore[return-value]
 
 
-def collect_rows(plan: Plan, journals: JournalStore) -> tuple[dict[str, list[dict]], dict[str, dict[str, Any]]]:
-    """Generated rows by leaf id in plan order (deterministic), and per-leaf quality counts."""
-    rows: dict[str, list[dict]] = {}
-    quality: dict[str, dict[str, Any]] = {}
-    for lp in plan.leaves:
-        records = {r.unit: r for r in journals.load(lp.leaf.name)}
-        out: list[dict] = []
-        q = {"kind": lp.leaf.kind, "units": lp.units, "target": lp.target_samples, "generated": 0, "kept": 0,
-             "failed_units": 0, "dropped": {}, "requests": 0, "completion_tokens": 0}
-        for unit in lp.iter_units(plan.seed):
-            rec = records.get(unit.id)
-            if rec is None:
-                continue
-            q["generated"] += rec.generated
-            q["requests"] += rec.requests
-            q["completion_tokens"] += rec.completion_tokens
-            for reason, n in rec.dropped.items():
-                q["dropped"][reason] = q["dropped"].get(reason, 0) + n
-            if rec.status != "done":
-                q["failed_units"] += 1
-                continue
-            out.extend({**row, "_unit_id": unit.id} for row in rec.rows)
-        q["kept"] = len(out)
-        rows[lp.leaf.id] = out
-        quality[lp.leaf.id] = q
-    return rows, quality
+class JournalRows(Mapping[str, list[dict]]):
+    """Generated rows by leaf id, read from the leaf's journals when asked for: the output writers take one
+    leaf at a time, so a 100k-unit run never holds every row in memory at once."""
+
+    def __init__(self, plan: Plan, journals: JournalStore) -> None:
+        self._plan, self._journals = plan, journals
+        self._leaves = {lp.leaf.id: lp for lp in plan.leaves}
+
+    def __getitem__(self, leaf_id: str) -> list[dict]:
+        lp = self._leaves[leaf_id]
+        return _leaf_rows(lp, self._plan.seed, self._journals)[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._leaves)
+
+    def __len__(self) -> int:
+        return len(self._leaves)
+
+
+def _leaf_rows(lp: LeafPlan, seed: int, journals: JournalStore) -> tuple[list[dict], dict[str, Any]]:
+    """A leaf's kept rows in plan order (deterministic) and its quality counts."""
+    records = {r.unit: r for r in journals.load(lp.leaf.name)}
+    out: list[dict] = []
+    q = {"kind": lp.leaf.kind, "units": lp.units, "target": lp.target_samples, "generated": 0, "kept": 0,
+         "failed_units": 0, "dropped": {}, "requests": 0, "completion_tokens": 0}
+    for unit in lp.iter_units(seed):
+        rec = records.get(unit.id)
+        if rec is None:
+            continue
+        q["generated"] += rec.generated
+        q["requests"] += rec.requests
+        q["completion_tokens"] += rec.completion_tokens
+        for reason, n in rec.dropped.items():
+            q["dropped"][reason] = q["dropped"].get(reason, 0) + n
+        if rec.status != "done":
+            q["failed_units"] += 1
+            continue
+        out.extend({**row, "_unit_id": unit.id} for row in rec.rows)
+    q["kept"] = len(out)
+    return out, q
+
+
+def collect_rows(plan: Plan, journals: JournalStore) -> tuple[JournalRows, dict[str, dict[str, Any]]]:
+    """Rows by leaf id (lazy: read again per leaf when the writers ask) and per-leaf quality counts."""
+    quality = {lp.leaf.id: _leaf_rows(lp, plan.seed, journals)[1] for lp in plan.leaves}
+    return JournalRows(plan, journals), quality
 
 
 @dataclass(frozen=True)

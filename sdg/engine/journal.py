@@ -4,6 +4,10 @@ One JSON line per finished unit, written and flushed as the unit completes (fsyn
 seconds and at the end). A kill -9 can at most tear the last line: loading drops a torn tail and
 truncates it away. Units that failed (teacher errors) are journaled too, so the report knows them,
 and are retried on resume; units whose samples were all filtered out count as done.
+
+A unit's samples repeat its inputs (document, seed examples) in every row, so a record keeps the
+columns that all rows share once (`columns` + `common`, rows holding only what varies): a knowledge
+unit's line shrinks about 4x, and writing the journal was a tenth of the engine's CPU.
 """
 
 from __future__ import annotations
@@ -40,10 +44,32 @@ class UnitRecord:
 
 def record_of(unit_id: str, result: UnitResult) -> dict[str, Any]:
     failed = bool(result.errors) and not result.rows and result.generated == 0
-    return {"unit": unit_id, "status": "failed" if failed else "done", "rows": result.rows,
+    return {"unit": unit_id, "status": "failed" if failed else "done", **_factored(result.rows),
             "generated": result.generated, "dropped": dict(result.dropped),
             "errors": [e.__dict__ for e in result.errors], "requests": result.requests,
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "t": time.time()}
+
+
+def _factored(rows: list[dict]) -> dict[str, Any]:
+    """{"rows": rows}, or, when the rows share columns, {"columns", "common", "rows" without them}."""
+    if len(rows) < 2:
+        return {"rows": rows}
+    columns = list(rows[0])
+    if any(list(r) != columns for r in rows[1:]):
+        return {"rows": rows}
+    first = rows[0]
+    common = {k: first[k] for k in columns if all(r[k] == first[k] for r in rows[1:])}
+    if not common:
+        return {"rows": rows}
+    return {"columns": columns, "common": common, "rows": [{k: r[k] for k in columns if k not in common} for r in rows]}
+
+
+def _rows_of(obj: dict[str, Any]) -> tuple[dict, ...]:
+    rows = obj.get("rows", ())
+    if "common" not in obj:
+        return tuple(rows)
+    columns, common = obj["columns"], obj["common"]
+    return tuple({k: (r[k] if k in r else common[k]) for k in columns} for r in rows)
 
 
 def read_journal(path: Path, *, repair: bool = True) -> list[UnitRecord]:
@@ -63,7 +89,7 @@ def read_journal(path: Path, *, repair: bool = True) -> list[UnitRecord]:
         pos = nl + 1
         try:
             obj = json.loads(line)
-            rec = UnitRecord(obj["unit"], obj["status"], tuple(obj.get("rows", ())), int(obj.get("generated", 0)),
+            rec = UnitRecord(obj["unit"], obj["status"], _rows_of(obj), int(obj.get("generated", 0)),
                              dict(obj.get("dropped", {})), tuple(obj.get("errors", ())), int(obj.get("requests", 0)),
                              int(obj.get("prompt_tokens", 0)), int(obj.get("completion_tokens", 0)))
         except (ValueError, KeyError, TypeError):

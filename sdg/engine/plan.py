@@ -10,6 +10,7 @@ Units are produced lazily: a 100k-unit plan costs the inputs, not 100k objects.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -20,6 +21,11 @@ from sdg.taxonomy.leaves import (FoundationalSkillLeaf, FreeformSkillLeaf, Groun
 
 PIPELINE_KINDS = ("knowledge", "freeform_skill", "grounded_skill")
 ICL_EXAMPLES = 2
+# A unit's cost in "one reply" units: 1 + its input text in tokens (~4 chars each) over PREFILL_PER_REPLY,
+# the prompt tokens a server reads in the time it writes one reply (prefill is ~10x faster per token
+# than decoding a 256-token reply). Only the order of units depends on it, never what they produce.
+PREFILL_PER_REPLY = 2560
+MIN_SPAN = 0.5  # the heaviest leaf's units are spread over at least the first half of the order
 
 
 def pipeline_kind(leaf: Leaf) -> str:
@@ -130,16 +136,51 @@ class Plan:
         return sum(lp.target_samples for lp in self.leaves)
 
     def iter_units(self) -> Iterator[Unit]:
-        """Round robin across leaves, so every leaf makes progress from the start."""
-        iters = [lp.iter_units(self.seed) for lp in self.leaves]
-        while iters:
-            alive = []
-            for it in iters:
-                unit = next(it, None)
-                if unit is not None:
-                    alive.append(it)
-                    yield unit
-            iters = alive
+        """Every unit once, leaves interleaved so each makes progress from the start, heavy leaves early.
+
+        Leaf L's k-th (from 0) of n units gets the position key k / n * span(L): every leaf starts at once,
+        light leaves are spread
+        over the whole run, heavier ones (long documents in their prompts) over its first part, so the
+        run ends on short units and the teacher is not left with a few long ones at the end (the
+        drain, when fewer units remain than it has slots). A lazy merge: memory is one unit per leaf.
+        """
+        weights = [leaf_weight(lp) for lp in self.leaves]
+        lightest = min(weights, default=1.0)
+        heap: list[tuple[float, int, int, int, Iterator[Unit], Unit]] = []
+        for i, (lp, w) in enumerate(zip(self.leaves, weights)):
+            it = lp.iter_units(self.seed)
+            first = next(it, None)
+            if first is not None:
+                span = max(MIN_SPAN, lightest / w)
+                heap.append((0.0, i, 0, lp.units, it, first))
+        heapq.heapify(heap)
+        while heap:
+            _key, i, k, n, it, unit = heap[0]
+            yield unit
+            nxt = next(it, None)
+            if nxt is None:
+                heapq.heappop(heap)
+            else:
+                span = max(MIN_SPAN, lightest / weights[i])
+                heapq.heapreplace(heap, ((k + 1) / n * span, i, k + 1, n, it, nxt))
+
+
+def leaf_weight(lp: LeafPlan) -> float:
+    """A leaf's mean unit cost in replies (see PREFILL_PER_REPLY): 1 + its rows' text tokens / 2560."""
+    if not lp.inputs:
+        return 1.0
+    chars = sum(_text_chars(row) for row in lp.inputs) / len(lp.inputs)
+    return 1.0 + chars / 4 / PREFILL_PER_REPLY
+
+
+def _text_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(_text_chars(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_text_chars(v) for v in value)
+    return 0
 
 
 def make_plan(leaves: Sequence[Leaf], *, scale: int, samples_per_unit: int = 5, seed: int = 42) -> Plan:

@@ -8,16 +8,19 @@ mixed phase files `knowledge_train_msgs_<ds>` (LAB phase 1) and `skills_train_ms
 
 Recipes are honest: every dataset at 1.0, i.e. everything that was generated, where InstructLab caps
 each skill leaf at 30 samples whatever the scale factor asked for. Everything is deterministic given
-`seed`, and every file is written atomically.
+`seed`, and every file is written atomically. Leaves are written one at a time (the train and
+messages files are streamed as they go), so `generated` may be a lazy mapping that reads one leaf's
+rows when asked: memory is then bounded by the largest leaf, not the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from sdg.output.atomic import write_jsonl
+from sdg.output.atomic import atomic_open, dumps, write_jsonl
 from sdg.output.columns import has_qa
 from sdg.output.knowledge import knowledge_datasets
 from sdg.output.layout import RunLayout
@@ -103,25 +106,30 @@ def write_outputs(run_dir: Path, stamp: str, leaves: Sequence[Leaf], generated: 
             warnings.append(OutputWarning(f"{len(generated[lid])} generated rows ignored: not a leaf of this run", lid))
 
     tests: list[dict] = []
-    trains: list[dict] = []
+    n_train = 0
     knowledge_entries: list[RecipeEntry] = []
     skills_entries: list[RecipeEntry] = []
     outs: list[LeafOutputs] = []
-    for leaf in leaves:
-        rows = list(generated.get(leaf.id, ()))
-        lo = _write_leaf(layout, leaf, rows, system_prompt=system_prompt, seed=seed, warnings=warnings)
-        outs.append(lo)
-        if lo.p07 is not None and lo.p10 is not None:
-            knowledge_entries.append(RecipeEntry(_relative(lo.p07, layout.run_dir), ALL_ROWS))
-            skills_entries.append(RecipeEntry(_relative(lo.p10, layout.run_dir), ALL_ROWS))
-        elif lo.node_dataset is not None:
-            skills_entries.append(RecipeEntry(_relative(lo.node_dataset, layout.run_dir), ALL_ROWS))
-        tests.extend(seed_test_records(leaf, system_prompt))
-        trains.extend(t for t in (train_record(r, system_prompt) for r in rows) if t is not None)
-
+    with contextlib.ExitStack() as files:
+        train_f = files.enter_context(atomic_open(layout.train))
+        messages_f = files.enter_context(atomic_open(layout.messages))
+        for leaf in leaves:
+            rows = list(generated.get(leaf.id, ()))
+            lo = _write_leaf(layout, leaf, rows, system_prompt=system_prompt, seed=seed, warnings=warnings)
+            outs.append(lo)
+            if lo.p07 is not None and lo.p10 is not None:
+                knowledge_entries.append(RecipeEntry(_relative(lo.p07, layout.run_dir), ALL_ROWS))
+                skills_entries.append(RecipeEntry(_relative(lo.p10, layout.run_dir), ALL_ROWS))
+            elif lo.node_dataset is not None:
+                skills_entries.append(RecipeEntry(_relative(lo.node_dataset, layout.run_dir), ALL_ROWS))
+            tests.extend(seed_test_records(leaf, system_prompt))
+            for t in (train_record(r, system_prompt) for r in rows):
+                if t is not None:
+                    train_f.write(dumps(t) + "\n")
+                    messages_f.write(dumps(messages_record(t)) + "\n")
+                    n_train += 1
+            del rows
     write_jsonl(layout.test, tests)
-    write_jsonl(layout.train, trains)
-    write_jsonl(layout.messages, (messages_record(t) for t in trains))
     k_recipe, k_train, k_rows = _mix(layout.knowledge_recipe, layout.knowledge_train_msgs, knowledge_entries,
                                      system_prompt=system_prompt, seed=seed)
     s_recipe, s_train, s_rows = _mix(layout.skills_recipe, layout.skills_train_msgs, skills_entries,
@@ -129,5 +137,5 @@ def write_outputs(run_dir: Path, stamp: str, leaves: Sequence[Leaf], generated: 
     return OutputFiles(
         run_dir=layout.run_dir, stamp=stamp, test=layout.test, train=layout.train, messages=layout.messages,
         knowledge_recipe=k_recipe, skills_recipe=s_recipe, knowledge_train_msgs=k_train, skills_train_msgs=s_train,
-        leaves=tuple(outs), test_rows=len(tests), train_rows=len(trains), knowledge_train_rows=k_rows,
+        leaves=tuple(outs), test_rows=len(tests), train_rows=n_train, knowledge_train_rows=k_rows,
         skills_train_rows=s_rows, warnings=tuple(warnings))

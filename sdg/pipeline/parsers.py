@@ -65,10 +65,23 @@ def _safe(default: Any) -> Callable:
     return wrap
 
 
+_WORD_RUN = re.compile(r"\w+")
+_NUMBER_PREFIX = re.compile(r"^\d{1,3}[.)][ \t]+")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_JSON_Q_KEY = re.compile(r"[\"'](?:question|q|query)[\"'][ \t]*:", re.I)
+_JSON_Q_KEY_SHORT = re.compile(r"[\"'](?:question|q)[\"'][ \t]*:", re.I)
+_SPEAKER = re.compile(r"[ \t]*\**[A-Z][ \t]*\**:")
+
+
+@functools.lru_cache(maxsize=16384)
 def normalize(text: str) -> str:
-    """Casefolded letters and digits only, single-spaced: the key that duplicates share."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+    """Casefolded letters and digits only, single-spaced: the key that duplicates share.
+
+    Cached: dedup filters compare every sample with the same few seed examples, over and over.
+    """
+    if not text.isascii():  # NFKC leaves ASCII as it is
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(_WORD_RUN.findall(text.casefold()))
 
 
 def _lines(text: str) -> list[str]:
@@ -76,8 +89,11 @@ def _lines(text: str) -> list[str]:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", "    ")
     out: list[str] = []
     for line in text.split("\n"):
-        if _FENCE.match(line):
+        if "```" in line and _FENCE.match(line):
             out.append("")
+            continue
+        if "[" not in line and "<" not in line:  # no end tag can be in it: skip the regex (most lines)
+            out.append(line.rstrip())
             continue
         parts = _END_INLINE.split(line)
         for i, part in enumerate(parts):
@@ -88,11 +104,30 @@ def _lines(text: str) -> list[str]:
     return out
 
 
+_LABELS: dict[tuple[str, int, frozenset[str]], Label | None] = {}
+_LABELS_MAX = 65536
+
+
 def _label(line: str, words: dict[str, frozenset[str]], singles: frozenset[str] = _SINGLE) -> Label | None:
     """The label that starts a line (`[Question]`, `**Q1:**`, `### Answer`, `Context 2:`...), if any.
 
     `singles`: which one-letter labels (`Q:`, `A:`) count; elsewhere they are content (a dialogue line).
+    Memoized: the parsers look at each line several times (`words` are module constants, keyed by id).
     """
+    if words is not _QA_WORDS and words is not _CTX_WORDS:  # only the constants: an id is theirs for good
+        return _find_label(line, words, singles)
+    key = (line, id(words), singles)
+    try:
+        return _LABELS[key]
+    except KeyError:
+        pass
+    if len(_LABELS) >= _LABELS_MAX:
+        _LABELS.clear()
+    found = _LABELS[key] = _find_label(line, words, singles)
+    return found
+
+
+def _find_label(line: str, words: dict[str, frozenset[str]], singles: frozenset[str]) -> Label | None:
     if _END_LINE.match(line) or _ITEM_HEADING.match(line):
         return ("end", "")
     body = _LEAD.sub("", line, count=1)
@@ -132,7 +167,8 @@ def _kind(word: str, words: dict[str, frozenset[str]]) -> str | None:
 
 
 def _rest(text: str) -> str:
-    return _EMPH.sub("", text.strip(), count=1).strip()
+    text = text.strip()
+    return _EMPH.sub("", text, count=1).strip() if text[:1] in ("*", "_") else text
 
 
 _TAIL_TAG = re.compile(r"</?[ \t]*(?:question|answer|response|context|passage)[ \t]*>$", re.I)
@@ -191,7 +227,8 @@ _JSON_FIELD = re.compile(r"[\"']([A-Za-z_]+)[\"'][ \t]*:[ \t]*\"((?:[^\"\\]|\\.)
 
 def _pair(question: str, answer: str) -> dict | None:
     q, a = _clean(question.split("\n")), _clean(answer.split("\n"))
-    q = re.sub(r"^\d{1,3}[.)][ \t]+", "", q)
+    if q[:1].isdigit():
+        q = _NUMBER_PREFIX.sub("", q)
     nq, na = normalize(q), normalize(a)
     if not nq or not na or nq == na:  # empty, punctuation only, or the question echoed as its answer
         return None
@@ -207,7 +244,7 @@ def _split_unlabelled(text: str) -> tuple[str, str] | None:
     for i, line in enumerate(lines[:-1]):
         if line.rstrip().rstrip("*_").rstrip().endswith("?") and any(x.strip() for x in lines[i + 1:]):
             return "\n".join(lines[:i + 1]), "\n".join(lines[i + 1:])
-    paras = re.split(r"\n[ \t]*\n", text, maxsplit=1)
+    paras = _PARAGRAPH_BREAK.split(text, maxsplit=1)
     if len(paras) == 2 and paras[0].strip() and paras[1].strip():
         return paras[0], paras[1]
     q, mark, rest = text.partition("? ")
@@ -327,7 +364,7 @@ def _pairs_numbered(lines: list[str]) -> list[dict]:
 @_safe([])
 def qa_pairs(text: str) -> list[dict]:
     """`question`/`answer` pairs from labelled blocks, numbered lists, or JSON-ish objects."""
-    if re.search(r"[\"'](?:question|q|query)[\"'][ \t]*:", text, re.I):
+    if _JSON_Q_KEY.search(text):
         found = _pairs_from_json(text)
         if found:
             return found
@@ -376,7 +413,7 @@ def questions(text: str) -> list[dict]:
             data = None
         if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
             return [{"question": q} for x in data if (q := _clean([x]))]
-    if re.search(r"[\"'](?:question|q)[\"'][ \t]*:", text, re.I):
+    if _JSON_Q_KEY_SHORT.search(text):
         found = [{"question": q} for m in _JSON_FIELD.finditer(text)
                  if m.group(1).lower() in Q_WORDS and (q := _clean([_json_str(m.group(2))]))]
         if found:
@@ -404,7 +441,7 @@ def answer(text: str) -> list[dict]:
     """One `answer`: the reply without its label, cut where the teacher starts a new question."""
     lines = _lines(text)
     # several one-letter speaker lines ("A: Hi", "B: Hello") are a dialogue, not an `A:` label
-    dialogue = sum(1 for x in lines if re.match(r"[ \t]*\**[A-Z][ \t]*\**:", x)) > 1
+    dialogue = sum(1 for x in lines if _SPEAKER.match(x)) > 1
     singles = frozenset() if dialogue else _SINGLE
     labels = [_label(x, _QA_WORDS, singles) for x in lines]
     start = next((i for i, lab in enumerate(labels) if lab and lab[0] == "a"), None)
