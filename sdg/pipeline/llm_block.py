@@ -121,7 +121,10 @@ class LLMBlock(Block):
                     state.error(self.name, "missing_column", f"row has no column {e.args[0]!r} for {self.prompt}")
                     break
                 plans.append((i, messages, state.next_seed()))
-        replies = await asyncio.gather(*(self._ask(messages, seed, state) for _, messages, seed in plans))
+        if len(plans) == 1:  # the common case: no task and no gather for one request
+            replies = [await self._ask(plans[0][1], plans[0][2], state)]
+        else:
+            replies = await asyncio.gather(*(self._ask(messages, seed, state) for _, messages, seed in plans))
         by_row: dict[int, list[dict]] = {}
         for (i, _, _), reply in zip(plans, replies):
             if reply.reason:

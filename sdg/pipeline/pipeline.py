@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdg.pipeline.blocks import Block, Bound, RunState
-from sdg.pipeline.columns import is_scratch
+from sdg.pipeline.columns import SCRATCH_PREFIX
 from sdg.pipeline.types import RequestError, Row, UnitContext, UnitResult
 
 
@@ -62,7 +62,7 @@ class Pipeline:
         if len(rows) > target:
             state.drop("pipeline", "over_target", len(rows) - target)
             rows = rows[:target]
-        result.rows = [{k: v for k, v in r.items() if not is_scratch(k)} for r in rows]
+        result.rows = [{k: v for k, v in r.items() if not k.startswith(SCRATCH_PREFIX)} for r in rows]
         return result
 
     async def __call__(self, row: Row, ctx: UnitContext) -> UnitResult:

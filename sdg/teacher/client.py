@@ -343,9 +343,14 @@ class TeacherClient:
 
         Ties go round robin; the endpoint a retry just failed on comes last.
         """
+        n = len(self._states)
+        if n == 1:  # one server: no choice to make
+            st = self._states[0]
+            if st.in_flight < _limit(st):
+                return st, None
+            return None, None
         now = time.monotonic()
         usable = self._usable(now)
-        n = len(self._states)
         best, best_key = None, None
         for k in range(n):
             s = self._states[(self._rr + k) % n]
