@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"SDG_LISTENING {server.listening_address}", flush=True)
     stop.wait()
-    return 0
+    # Exit at once: tearing the llama.cpp server down can block on its threads (seen in CI: a SIGTERM that
+    # arrived while the model loaded left the process hanging at exit for minutes, an orphan on the node).
+    # Nothing is left to save; the kernel frees the port and memory.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
