@@ -1,14 +1,23 @@
-"""Helpers shared by the engine benchmarks: load-average gate, CPU pinning, process memory and CPU readings.
+"""Helpers shared by the engine benchmarks: load-average gate, CPU pinning, process memory and CPU readings,
+and the stand-in teachers (`ZeroLatencyStandIn`, `FixedLatencyStandIn`).
 
 Not a benchmark itself. The benchmarks run as `python benchmarks/<name>.py`, so this module is
-importable as `bench_common` from any of them (their folder is first on sys.path).
+importable as `bench_common` from any of them (their folder is first on sys.path). A stand-in's server
+runs in a child process started as `python benchmarks/bench_common.py --stand-in-serve ...`.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import json
 import os
+import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 Log = Callable[[str], None]
@@ -102,3 +111,247 @@ def sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The stand-in teachers: measuring instruments, not models. One OpenAI-compatible chat server (an asyncio
+# protocol), run in its own process, with a fixed latency per chat completion (0: answered at once),
+# a number of slots and an optional API key.
+# --------------------------------------------------------------------------------------------------------
+
+_ANSWER_PAD = ("It covers the main point in plain words, gives one concrete example, and ends with a short "
+               "note on when the rule does not apply.")
+
+
+def _reply_template() -> bytes:
+    """A chat completion with five parseable `Question: ...\\nAnswer: ...` pairs (about the length of a real
+    256-token reply) and usage numbers; `@@K@@` is replaced by the completion's number."""
+    pairs = [f"Question: What is stand-in fact @@K@@-{i} about topic {i}?\nAnswer: Stand-in fact @@K@@-{i} says "
+             f"that item {i} comes first. {_ANSWER_PAD}" for i in range(1, 6)]
+    body = {"id": "chatcmpl-standin-@@K@@", "object": "chat.completion", "created": 1767225600, "model": "teacher",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "\n\n".join(pairs)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 300, "completion_tokens": 256, "total_tokens": 556}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _response(status: bytes, body: bytes) -> bytes:
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\nconnection: keep-alive\r\n\r\n" + body)
+
+
+class _StandInProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive and pipelining; bodies by Content-Length (the clients never chunk a JSON body).
+
+    POST .../chat/completions: the reply template, after `latency` s in one of `slots` (none: no limit);
+    with latency 0 every request is answered at once, inside data_received. GET .../health and
+    .../models: 200; anything else 404; with an API key set, a request without `Authorization: Bearer KEY`: 401.
+    Replies on a connection go out in request order. Configured per process by `serve_stand_in`.
+    """
+
+    latency = 0.0
+    slots: asyncio.Semaphore | None = None
+    auth = b""
+    served = 0
+    template = _reply_template()
+    health = _response(b"200 OK", b'{"status":"ok"}')
+    models = _response(b"200 OK", b'{"object":"list","data":[{"id":"teacher","object":"model"}]}')
+    unauthorized = _response(b"401 Unauthorized", b'{"error":{"message":"missing or wrong API key"}}')
+    not_found = _response(b"404 Not Found", b'{"error":{"message":"not found"}}')
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.buf = bytearray()
+        self.queue: asyncio.Queue[tuple[bytes, bytes]] | None = None
+        self.task: asyncio.Future[None] | None = None
+        if self.latency > 0:
+            self.queue = asyncio.Queue()
+            self.task = asyncio.ensure_future(self._answer_in_order())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self.buf[:end])
+            lower = head.lower()
+            length = 0
+            if (i := lower.find(b"content-length:")) >= 0:
+                j = lower.find(b"\r\n", i)
+                length = int(head[i + 15:j if j >= 0 else len(head)])
+            if len(self.buf) < end + 4 + length:
+                return
+            del self.buf[:end + 4 + length]
+            if self.queue is not None:
+                self.queue.put_nowait((head, lower))
+            else:
+                reply = self._route(head, lower)
+                self.transport.write(reply if reply is not None else self._completion())  # type: ignore[attr-defined]
+
+    def _route(self, head: bytes, lower: bytes) -> bytes | None:
+        """The reply to a request, or None for a chat completion (answered by `_completion`)."""
+        if self.auth and self.auth not in lower:
+            return self.unauthorized
+        line = head.split(b"\r\n", 1)[0].split(b" ")
+        method, path = (line[0], line[1]) if len(line) >= 2 else (b"", b"")
+        if method == b"POST" and path.endswith(b"/chat/completions"):
+            return None
+        if method == b"GET" and path.endswith(b"/health"):
+            return self.health
+        if method == b"GET" and path.endswith(b"/models"):
+            return self.models
+        return self.not_found
+
+    def _completion(self) -> bytes:
+        k = str(_StandInProtocol.served).encode()
+        _StandInProtocol.served += 1
+        return _response(b"200 OK", self.template.replace(b"@@K@@", k))
+
+    async def _answer_in_order(self) -> None:
+        assert self.queue is not None
+        while True:
+            head, lower = await self.queue.get()
+            reply = self._route(head, lower)
+            if reply is None:
+                if self.slots is None:
+                    await asyncio.sleep(self.latency)
+                else:
+                    async with self.slots:
+                        await asyncio.sleep(self.latency)
+                reply = self._completion()
+            self.transport.write(reply)  # type: ignore[attr-defined]
+
+
+def serve_stand_in(host: str = "127.0.0.1", port: int = 0, *, latency_s: float = 0.0, slots: int = 0,
+                   api_key: str = "", cpu: int | None = None) -> int:
+    """Run the stand-in server until SIGTERM/SIGINT (in the child process). Prints `LISTENING HOST PORT PINNED`
+    once it listens and `SERVED N` (chat completions answered) when it stops."""
+    pinned = pin_to(cpu)
+
+    async def main() -> None:
+        _StandInProtocol.latency = latency_s
+        _StandInProtocol.slots = asyncio.Semaphore(slots) if slots > 0 else None
+        _StandInProtocol.auth = f"authorization: bearer {api_key}".lower().encode() if api_key else b""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_StandInProtocol, host, port, backlog=1024)
+        bound = server.sockets[0].getsockname()[1]
+        print(f"LISTENING {host} {bound} {pinned}", flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        server.close()
+        print(f"SERVED {_StandInProtocol.served}", flush=True)
+
+    asyncio.run(main())
+    return 0
+
+
+class _StandInProcess:
+    """The stand-in server in a child process of its own process group (stopped by its pid only).
+
+    After start: `base_url` ("http://HOST:PORT/v1"), `pinned` (the child's CPU pinning, in words),
+    `cpu_s()` (its CPU seconds so far); after the block ends, `served` holds the number of chat
+    completions it answered.
+    """
+
+    name = "stand-in"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency_s: float = 0.0, slots: int = 0,
+                 api_key: str = "", cpu: int | None = None) -> None:
+        self.host, self.port, self.latency_s, self.slots, self.api_key = host, port, latency_s, slots, api_key
+        self.cpu = cpu
+        self.proc: subprocess.Popen[str] | None = None
+        self.base_url = ""
+        self.pinned = ""
+        self.served: int | None = None
+
+    def _start(self) -> str:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--stand-in-serve", "--host", self.host,
+                "--port", str(self.port), "--latency-s", repr(float(self.latency_s)), "--slots", str(self.slots)]
+        if self.api_key:
+            argv.append(f"--api-key={self.api_key}")
+        if self.cpu is not None:
+            argv += ["--cpu", str(self.cpu)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                     start_new_session=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("LISTENING "):
+            self.__exit__()
+            raise RuntimeError(f"{self.name} did not start: {line!r}")
+        _, host, port, self.pinned = line.strip().split(" ", 3)
+        self.base_url = f"http://{host}:{port}/v1"
+        return self.base_url
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.proc.pid) if self.proc else float("nan")
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # its own process group (start_new_session)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        for line in (out or "").splitlines():
+            if line.startswith("SERVED "):
+                self.served = int(line.split()[1])
+
+
+class ZeroLatencyStandIn(_StandInProcess):
+    """A measuring instrument: an OpenAI-compatible chat endpoint that answers at once, in its own process.
+
+    `with ZeroLatencyStandIn(cpu=1) as base_url:` -> "http://127.0.0.1:PORT/v1". `served` holds the number
+    of chat completions it answered after the block ends; `cpu_s()` its CPU seconds so far.
+    """
+
+    name = "ZeroLatencyStandIn"
+
+    def __init__(self, cpu: int | None = 1) -> None:
+        super().__init__(cpu=cpu)
+
+    def __enter__(self) -> str:
+        return self._start()
+
+
+class FixedLatencyStandIn(_StandInProcess):
+    """One stand-in GPU server on `host:port` in its own process group (stopped by its pid only): `slots`
+    chat completions in service at once, each answered after exactly `latency_s` (queueing beyond that),
+    so its ceiling is slots / latency_s requests/s; requests without `Authorization: Bearer <api_key>` get 401.
+
+    `with FixedLatencyStandIn(host, port, latency_s, slots, api_key) as standin:` -> the stand-in itself.
+    """
+
+    name = "FixedLatencyStandIn"
+
+    def __init__(self, host: str, port: int, latency_s: float, slots: int, api_key: str) -> None:
+        super().__init__(host, port, latency_s=latency_s, slots=slots, api_key=api_key)
+
+    def __enter__(self) -> "FixedLatencyStandIn":
+        self._start()
+        return self
+
+
+def _stand_in_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description="the stand-in teacher server (started by a *StandIn class)")
+    ap.add_argument("--stand-in-serve", action="store_true", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency-s", type=float, default=0.0)
+    ap.add_argument("--slots", type=int, default=0)
+    ap.add_argument("--api-key", default="")
+    ap.add_argument("--cpu", type=int, default=None)
+    args = ap.parse_args(argv)
+    return serve_stand_in(args.host, args.port, latency_s=args.latency_s, slots=args.slots, api_key=args.api_key,
+                          cpu=args.cpu)
+
+
+if __name__ == "__main__":
+    sys.exit(_stand_in_main(sys.argv[1:]))

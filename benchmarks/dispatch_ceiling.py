@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Dispatch ceiling: how many units and teacher requests per second the engine itself can drive on one core.
 
-A program that prints figures, not a test. The teacher is replaced by `ZeroLatencyStandIn`, a
+A program that prints figures, not a test. The teacher is replaced by `ZeroLatencyStandIn` (bench_common.py), a
 measuring instrument (not a model, not a mock of sdg): a minimal asyncio HTTP/1.1 server in its own
 process, pinned to CPU 1 where there is one, that answers POST /v1/chat/completions at once with a
 valid chat completion whose content is five parseable `Question: ...\\nAnswer: ...` pairs (about the
@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,148 +45,10 @@ from typing import Any, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from bench_common import (fmt_load, loadavg, log_err, pin_to, proc_cpu_s, sigterm_as_interrupt,  # noqa: E402
+from bench_common import (ZeroLatencyStandIn, fmt_load, loadavg, log_err, pin_to, sigterm_as_interrupt,  # noqa: E402
                           wait_for_quiet)
 
 TARGET_REQ_S = 1000.0
-
-# --------------------------------------------------------------------------------------------------------
-# The stand-in server (runs in a child process: `dispatch_ceiling.py --stand-in-serve`)
-# --------------------------------------------------------------------------------------------------------
-
-_ANSWER_PAD = ("It covers the main point in plain words, gives one concrete example, and ends with a short "
-               "note on when the rule does not apply.")
-
-
-def _reply_template() -> bytes:
-    pairs = [f"Question: What is stand-in fact @@K@@-{i} about topic {i}?\nAnswer: Stand-in fact @@K@@-{i} says "
-             f"that item {i} comes first. {_ANSWER_PAD}" for i in range(1, 6)]
-    body = {"id": "chatcmpl-standin-@@K@@", "object": "chat.completion", "created": 1767225600, "model": "teacher",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "\n\n".join(pairs)},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 300, "completion_tokens": 256, "total_tokens": 556}}
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def _response(status: bytes, body: bytes) -> bytes:
-    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
-            + str(len(body)).encode() + b"\r\nconnection: keep-alive\r\n\r\n" + body)
-
-
-class _StandInProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and pipelining; bodies by Content-Length (the clients never chunk a JSON body)."""
-
-    counter = itertools.count()
-    served = 0
-    template = _reply_template()
-    health = _response(b"200 OK", b'{"status":"ok"}')
-    models = _response(b"200 OK", b'{"object":"list","data":[{"id":"teacher","object":"model"}]}')
-    not_found = _response(b"404 Not Found", b'{"error":{"message":"not found"}}')
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.buf = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buf[:end])
-            length = 0
-            i = head.lower().find(b"content-length:")
-            if i >= 0:
-                j = head.find(b"\r\n", i)
-                length = int(head[i + 15:j if j >= 0 else len(head)])
-            total = end + 4 + length
-            if len(self.buf) < total:
-                return
-            del self.buf[:total]
-            line = head[:head.find(b"\r\n")] if b"\r\n" in head else head
-            parts = line.split(b" ")
-            method, path = (parts[0], parts[1]) if len(parts) >= 2 else (b"", b"")
-            if method == b"POST" and path.endswith(b"/chat/completions"):
-                k = str(next(self.counter)).encode()
-                self.transport.write(_response(b"200 OK", self.template.replace(b"@@K@@", k)))  # type: ignore[attr-defined]
-                _StandInProtocol.served += 1
-            elif method == b"GET" and path.endswith(b"/health"):
-                self.transport.write(self.health)  # type: ignore[attr-defined]
-            elif method == b"GET" and path.endswith(b"/models"):
-                self.transport.write(self.models)  # type: ignore[attr-defined]
-            else:
-                self.transport.write(self.not_found)  # type: ignore[attr-defined]
-
-
-def _serve(cpu: int | None) -> int:
-    pinned = pin_to(cpu)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_StandInProtocol, "127.0.0.1", 0, backlog=1024)
-        port = server.sockets[0].getsockname()[1]
-        print(f"LISTENING {port} {pinned}", flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        server.close()
-        print(f"SERVED {_StandInProtocol.served}", flush=True)
-
-    asyncio.run(main())
-    return 0
-
-
-class ZeroLatencyStandIn:
-    """A measuring instrument: an OpenAI-compatible chat endpoint that answers at once, in its own process.
-
-    `with ZeroLatencyStandIn(cpu=1) as base_url:` -> "http://127.0.0.1:PORT/v1". `served` holds the number
-    of chat completions it answered after the block ends; `cpu_s()` its CPU seconds so far.
-    """
-
-    name = "ZeroLatencyStandIn"
-
-    def __init__(self, cpu: int | None = 1) -> None:
-        self.cpu = cpu
-        self.proc: subprocess.Popen[str] | None = None
-        self.base_url = ""
-        self.pinned = ""
-        self.served: int | None = None
-
-    def __enter__(self) -> str:
-        argv = [sys.executable, str(Path(__file__).resolve()), "--stand-in-serve"]
-        if self.cpu is not None:
-            argv += ["--stand-in-cpu", str(self.cpu)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                     start_new_session=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("LISTENING "):
-            self.__exit__()
-            raise RuntimeError(f"{self.name} did not start: {line!r}")
-        _, port, self.pinned = line.strip().split(" ", 2)
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        return self.base_url
-
-    def cpu_s(self) -> float:
-        return proc_cpu_s(self.proc.pid) if self.proc else float("nan")
-
-    def __exit__(self, *exc: object) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # its own process group (start_new_session)
-        try:
-            out, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        for line in (out or "").splitlines():
-            if line.startswith("SERVED "):
-                self.served = int(line.split()[1])
-        self.proc = None
-
 
 # --------------------------------------------------------------------------------------------------------
 # A synthetic plan over every leaf kind
@@ -615,10 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-load", type=float, default=1.2, help="wait for the 1-min load average below this (0: off)")
     ap.add_argument("--load-wait-s", type=float, default=600.0)
     ap.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
-    ap.add_argument("--stand-in-serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.stand_in_serve:
-        return _serve(args.stand_in_cpu if args.stand_in_cpu >= 0 else None)
     sigterm_as_interrupt()
 
     standin = ZeroLatencyStandIn(cpu=args.stand_in_cpu if args.stand_in_cpu >= 0 else None)

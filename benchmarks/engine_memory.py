@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Engine memory: peak RSS of a whole engine run at 1k units against 100k units (target: flat within 100 MB).
 
-A program that prints figures, not a test. The teacher is dispatch_ceiling.py's `ZeroLatencyStandIn`
+A program that prints figures, not a test. The teacher is bench_common.py's `ZeroLatencyStandIn`
 (a zero-latency measuring instrument in its own process, pinned to CPU 1), so the runs are short and
 only the engine's own memory is measured. Each size runs in a fresh child process (pinned to CPU 0) that
 builds a synthetic plan over every leaf kind, loads the packaged simple pipelines and runs `run_plan`
@@ -38,7 +38,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from bench_common import fmt_load, log_err, mb, pin_to, proc_status, sigterm_as_interrupt, wait_for_quiet  # noqa: E402
+from bench_common import (ZeroLatencyStandIn, fmt_load, log_err, mb, pin_to, proc_status,  # noqa: E402
+                          sigterm_as_interrupt, wait_for_quiet)
 
 TARGET_MB = 100.0
 
@@ -172,8 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     sigterm_as_interrupt()
-
-    from dispatch_ceiling import ZeroLatencyStandIn
 
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []

@@ -92,7 +92,7 @@ def pick_scale(tmp: Path, taxonomy: Path, base_url: str, min_units: int, **kw: A
     scale = 5
     while True:
         cfg = to_object(compose_config(overrides(tmp, taxonomy, base_url, scale=scale, dry_run=True, **kw)))
-        units = generate(cfg, base_is_default=False, log=lambda m: None).plan.units
+        units = generate(cfg, log=lambda m: None).plan.units
         if units >= min_units or scale >= 1000:
             return scale, units
         scale += 5
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = to_object(compose_config(overrides(tmp, taxonomy, base_url, scale=scale, **kw)))
             load_gen_before = loadavg()
             t0 = time.monotonic()
-            result = generate(cfg, base_is_default=False, log=log_err)
+            result = generate(cfg, log=log_err)
             gen_wall = time.monotonic() - t0
             load_gen_after = loadavg()
         manifest = json.loads((result.run_dir / "manifest.json").read_text(encoding="utf-8"))

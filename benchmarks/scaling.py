@@ -4,12 +4,12 @@
 A program that prints figures, not a test. Everything sdg does is real: `submit` (submitit -> sbatch),
 one task per node, a Ray head and joining nodes through the rendezvous file, the driver handing out
 work items, one NodeWorker actor per node with the real pipelines, client and per-node journals, the
-outputs written at the end. Only the teacher is replaced, and named as such: `FixedLatencyStandIn`, one
-per node on that node's own address (127.0.0.11..13), is a measuring instrument that models a GPU-bound
-server this machine cannot run: `--slots` requests in service at once, each answered after exactly
-`--latency-s` (queueing beyond that), so a node's ceiling is slots / latency requests/s no matter how
-hard it is pushed. It needs the API key it is given (the jobs send it), as a cluster server would.
-Every node points at its own stand-in through `teacher.endpoint_url=http://{node}:PORT/v1`.
+outputs written at the end. Only the teacher is replaced, and named as such: `FixedLatencyStandIn`
+(bench_common.py), one per node on that node's own address (127.0.0.11..13), is a measuring instrument
+that models a GPU-bound server this machine cannot run: `--slots` requests in service at once, each
+answered after exactly `--latency-s` (queueing beyond that), so a node's ceiling is slots / latency
+requests/s no matter how hard it is pushed. It needs the API key it is given (the jobs send it), as a
+cluster server would. Every node points at its own stand-in through `teacher.endpoint_url=http://{node}:PORT/v1`.
 
 Weak scaling: the scale factor grows with the node count (`--units-per-node`), so every run keeps each
 node busy for about the same time. The figure is the engine phase's requests/s (manifest timings:
@@ -25,14 +25,11 @@ Needs the local cluster (`bash scripts/slurm_up.sh`) and `pip install -e '.[slur
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,121 +39,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from bench_common import fmt_load, log_err, wait_for_quiet  # noqa: E402
-from dispatch_ceiling import _reply_template, _response  # noqa: E402  (the same parseable 5-pair reply)
+from bench_common import FixedLatencyStandIn, fmt_load, log_err, wait_for_quiet  # noqa: E402
 
 TARGET = 0.9
 NODE_ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 
 
 # --------------------------------------------------------------------------------------------------------
-# The stand-in (a child process per node address: `scaling.py --stand-in-serve HOST PORT ...`)
+# The stand-ins' port (one stand-in per node address, all on one port)
 # --------------------------------------------------------------------------------------------------------
-
-class _FixedLatencyProtocol(asyncio.Protocol):
-    """HTTP/1.1 keep-alive; a chat completion waits for one of `slots`, holds it `latency` s, answers."""
-
-    slots: asyncio.Semaphore
-    latency = 0.5
-    auth = b""
-    counter = 0
-    template = _reply_template()
-    unauthorized = _response(b"401 Unauthorized", b'{"error":{"message":"missing or wrong API key"}}')
-    not_found = _response(b"404 Not Found", b'{"error":{"message":"not found"}}')
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.buf = bytearray()
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self.task = asyncio.ensure_future(self._answer_in_order())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.task.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buf[:end])
-            lower = head.lower()
-            length = 0
-            if (i := lower.find(b"content-length:")) >= 0:
-                j = lower.find(b"\r\n", i)
-                length = int(head[i + 15:j if j >= 0 else len(head)])
-            if len(self.buf) < end + 4 + length:
-                return
-            del self.buf[:end + 4 + length]
-            self.queue.put_nowait(head)
-
-    async def _answer_in_order(self) -> None:
-        while True:
-            head = await self.queue.get()
-            line = head.split(b"\r\n", 1)[0].split(b" ")
-            method, path = (line[0], line[1]) if len(line) >= 2 else (b"", b"")
-            if self.auth and self.auth not in head.lower():
-                reply = self.unauthorized
-            elif method == b"POST" and path.endswith(b"/chat/completions"):
-                async with self.slots:
-                    await asyncio.sleep(self.latency)
-                _FixedLatencyProtocol.counter += 1
-                reply = _response(b"200 OK", self.template.replace(b"@@K@@", str(self.counter).encode()))
-            else:
-                reply = self.not_found
-            self.transport.write(reply)  # type: ignore[attr-defined]
-
-
-def _serve(host: str, port: int, latency: float, slots: int, api_key: str) -> int:
-    async def main() -> None:
-        _FixedLatencyProtocol.slots = asyncio.Semaphore(slots)
-        _FixedLatencyProtocol.latency = latency
-        _FixedLatencyProtocol.auth = f"authorization: bearer {api_key}".lower().encode() if api_key else b""
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_FixedLatencyProtocol, host, port, backlog=1024)
-        print(f"LISTENING {host}:{port}", flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        server.close()
-        print(f"SERVED {_FixedLatencyProtocol.counter}", flush=True)
-
-    asyncio.run(main())
-    return 0
-
-
-class FixedLatencyStandIn:
-    """One stand-in GPU server on `host:port` in its own process group (stopped by its pid only)."""
-
-    def __init__(self, host: str, port: int, latency_s: float, slots: int, api_key: str) -> None:
-        self.argv = [sys.executable, str(Path(__file__).resolve()), "--stand-in-serve", host, str(port),
-                     str(latency_s), str(slots), api_key]
-        self.proc: subprocess.Popen[str] | None = None
-        self.served: int | None = None
-
-    def __enter__(self) -> "FixedLatencyStandIn":
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                     start_new_session=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("LISTENING "):
-            self.__exit__()
-            raise RuntimeError(f"stand-in did not start: {line!r}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        for line in (out or "").splitlines():
-            if line.startswith("SERVED "):
-                self.served = int(line.split()[1])
-
 
 def free_port_on_all(hosts: tuple[str, ...]) -> int:
     """A port free on every node address (the stand-ins share one port, one per address)."""
@@ -255,7 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--stand-in-serve":
-        host, port, latency, slots, key = sys.argv[2:7]
-        sys.exit(_serve(host, int(port), float(latency), int(slots), key))
     sys.exit(main())

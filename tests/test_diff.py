@@ -111,7 +111,7 @@ def test_missing_base_ref_given_by_the_user_is_an_error(repo: Path) -> None:
 
 
 def test_missing_default_base_falls_back_to_every_leaf_with_a_note(repo: Path) -> None:
-    diff = taxonomy_diff(repo, "origin/main", fallback_to_empty=True)
+    diff = taxonomy_diff(repo, None)
     assert diff.base == "empty"
     assert set(diff.changed) == {A, C, D, G}
     assert diff.notes and "origin/main" in diff.notes[0]
@@ -145,7 +145,7 @@ def test_not_a_git_repo(tmp_path: Path) -> None:
     write_leaf(tmp_path, A)
     with pytest.raises(TaxonomyError, match="not a git repository"):
         taxonomy_diff(tmp_path, "main")
-    assert taxonomy_diff(tmp_path, "origin/main", fallback_to_empty=True).changed == (A,)
+    assert taxonomy_diff(tmp_path, None).changed == (A,)
 
 
 def test_missing_directory(tmp_path: Path) -> None:
@@ -172,5 +172,5 @@ def test_repo_without_commits(tmp_path: Path) -> None:
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     write_leaf(root, A)
-    diff = taxonomy_diff(root, "origin/main", fallback_to_empty=True)
+    diff = taxonomy_diff(root, None)
     assert diff.changed == (A,)

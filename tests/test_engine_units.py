@@ -11,7 +11,7 @@ import pytest
 from sdg.engine.journal import JournalError, JournalStore, read_journal, record_of
 from sdg.engine.plan import make_plan, shares
 from sdg.engine.progress import Progress
-from sdg.engine.rundir import RunConflict, choose_run_dir, write_state
+from sdg.engine.rundir import RunConflict, RunState, choose_run_dir, write_state
 from sdg.engine.runner import ErrorBreaker, TeacherBroken, run_plan
 from sdg.pipeline.types import RequestError, UnitResult
 from sdg.taxonomy.chunking import Chunk
@@ -113,14 +113,14 @@ def test_failed_units_are_journaled_as_failed() -> None:
 def test_run_dir_resume_conflict_and_fresh(tmp_path: Path) -> None:
     first = choose_run_dir(tmp_path, "fp1", {"scale": 1}, now=1_700_000_000)
     assert not first.resumed and first.path.parent == tmp_path
-    write_state(first, {"fingerprint": "fp1", "stamp": first.stamp, "status": "running", "components": {"scale": 1}})
+    write_state(first, RunState("fp1", first.stamp, "running", {"scale": 1}, started=0.0))
     again = choose_run_dir(tmp_path, "fp1", {"scale": 1})
     assert again.resumed and again.path == first.path and again.stamp == first.stamp
     with pytest.raises(RunConflict, match=r"scale \(1 -> 2\).*generate.resume=fresh"):
         choose_run_dir(tmp_path, "fp2", {"scale": 2})
     fresh = choose_run_dir(tmp_path, "fp2", {"scale": 2}, resume="fresh", now=1_700_000_000)
     assert fresh.path != first.path and not fresh.resumed
-    write_state(first, {"fingerprint": "fp1", "stamp": first.stamp, "status": "complete"})
+    write_state(first, RunState("fp1", first.stamp, "complete", {}, started=0.0))
     assert not choose_run_dir(tmp_path, "fp1", {"scale": 1}).resumed
 
 
@@ -151,10 +151,11 @@ def test_runner_skips_done_units_and_journals_each_once(tmp_path: Path) -> None:
     for u in plan.iter_units():
         if u.id in first_half:
             store.append("cs_a" if u.leaf_id.endswith("a") else "cs_b", record_of(u.id, UnitResult(requests=1)))
-    done = {"cs_a": {r.unit for r in store.load("cs_a")}, "cs_b": {r.unit for r in store.load("cs_b")}}
+    ids = {lp.leaf.name: lp.leaf.id for lp in plan.leaves}
+    done = {ids["cs_a"]: {r.unit for r in store.load("cs_a")}, ids["cs_b"]: {r.unit for r in store.load("cs_b")}}
     pipe = CountingPipeline()
     stats = asyncio.run(run_plan(plan, {"freeform_skill": pipe}, _no_chat, store, done=done, workers=3,
-                                 progress=Progress(plan.units, 2, mode="none")))
+                                 progress=Progress(plan.units, mode="none")))
     store.close()
     assert stats.units_done == len(all_ids) - 7 and stats.units_resumed == 7 and pipe.calls == len(all_ids) - 7
     journaled = [r.unit for name in ("cs_a", "cs_b") for r in read_journal(store.path(name))]
@@ -166,7 +167,7 @@ def test_breaker_stops_a_broken_teacher_and_keeps_finished_units(tmp_path: Path)
     store = JournalStore(tmp_path)
     with pytest.raises(TeacherBroken, match="of the last 10 teacher requests failed"):
         asyncio.run(run_plan(plan, {"freeform_skill": CountingPipeline(fail_every=1)}, _no_chat, store, done={},
-                             workers=2, progress=Progress(plan.units, 1, mode="none"),
+                             workers=2, progress=Progress(plan.units, mode="none"),
                              breaker=ErrorBreaker(limit=0.5, window=10)))
     store.close()
     assert 10 <= len(read_journal(store.path("cs_a"))) < plan.units

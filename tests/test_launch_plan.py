@@ -15,10 +15,11 @@ from sdg.config.compose import compose_config, to_object
 from sdg.config.schema import ClusterConfig, TeacherConfig
 from sdg.engine.plan import make_plan
 from sdg.errors import ConfigError
-from sdg.launch.plan import executor_parameters, node_plan, serving_teacher, work_items
+from sdg.launch.cluster_plan import executor_parameters, node_teacher, work_items
 from sdg.launch.rendezvous import AttemptFiles, RendezvousError, read_json, wait_json, write_json
 from sdg.taxonomy.leaves import FreeformSkillLeaf, SkillSeed
-from sdg.teacher.gpus import GpuPlanError
+from sdg.teacher.gpus import GpuPlanError, node_plan
+from sdg.teacher.serve import build_servers
 
 
 def teacher(backend: str = "vllm", tp: int = 1, replicas: int | None = None) -> TeacherConfig:
@@ -49,21 +50,25 @@ def test_tensor_parallel_larger_than_node_is_refused() -> None:
         node_plan(teacher(tp=4), ["0", "1"], "SLURM_STEP_GPUS=0,1")
 
 
-def test_llama_cpp_stands_in_for_vllm_replicas() -> None:
-    t = teacher("llama-cpp", tp=2)
+def test_llama_cpp_stands_in_for_vllm_replicas(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    t = TeacherConfig(name="t", backend="llama-cpp", model=str(gguf), tensor_parallel_size=2, log_dir=str(tmp_path))
     plan = node_plan(t, ["0", "1", "2", "3"])
     assert plan.stand_in and [r.gpus for r in plan.replicas] == [("0", "1"), ("2", "3")]
-    served = serving_teacher(t, plan)
-    assert served.tensor_parallel_size == 1 and served.replicas == 2  # llama.cpp: one CPU server per replica
-    assert serving_teacher(teacher("vllm", tp=2), plan).tensor_parallel_size == 2
+    # The node's plan is handed to the servers as it is (planned once): one CPU llama.cpp server per replica.
+    servers = build_servers(t, plan=plan, env={})
+    assert [s.backend for s in servers] == ["llama-cpp", "llama-cpp"]
+    vllm = TeacherConfig(name="t", backend="vllm", model=str(tmp_path), tensor_parallel_size=2, log_dir=str(tmp_path))
+    vplan = node_plan(vllm, ["0", "1", "2", "3"])
+    assert [s.gpus for s in build_servers(vllm, plan=vplan, env={})] == [("0", "1"), ("2", "3")]
 
 
 def test_endpoint_url_with_node_placeholder_points_each_node_at_its_own_server() -> None:
     t = TeacherConfig(name="t", backend="endpoint", endpoint_url="http://{node}:8000/v1")
-    plan = node_plan(t, ["0"])
-    assert serving_teacher(t, plan, "127.0.0.12").endpoint_url == "http://127.0.0.12:8000/v1"
+    assert node_teacher(t, "127.0.0.12").endpoint_url == "http://127.0.0.12:8000/v1"
     fixed = TeacherConfig(name="t", backend="endpoint", endpoint_url="http://10.0.0.1:8000/v1")
-    assert serving_teacher(fixed, plan, "127.0.0.12").endpoint_url == "http://10.0.0.1:8000/v1"
+    assert node_teacher(fixed, "127.0.0.12").endpoint_url == "http://10.0.0.1:8000/v1"
 
 
 def test_no_gpus_one_cpu_replica() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sdg.errors import ConfigError
-from sdg.pipeline.columns import INPUT_COLUMNS, KIND_FILES, KINDS
+from sdg.pipeline.inputs import INPUT_COLUMNS, KIND_FILES, KINDS
 from sdg.pipeline.llm_block import LLMBlock
 from sdg.pipeline.loader import DEFINITIONS, PROMPTS, load_pipeline
 from sdg.pipeline.types import UnitContext

@@ -170,17 +170,19 @@ def test_two_node_job_spreads_leaves_and_matches_a_local_run(env: Path, taxonomy
         log = (job_dir / job_id / f"{job_id}_{i}_log.out").read_text()
         assert "2 GPU(s) visible [0,1], tensor parallel 2 -> 1 llama.cpp stand-in replica(s) [0+1]" in log
     state = json.loads((_run_dir(out) / "run.json").read_text())
-    assert sorted(state["nodes"]) == ["node1", "node2"] and all(v["units"] > 0 for v in state["per_node"].values())
+    ex = state["executor"]
+    assert ex["kind"] == "ray" and sorted(ex["nodes"]) == ["node1", "node2"]
+    assert all(v["units"] > 0 for v in ex["per_node"].values())
     assert _writers(out) == {"node1", "node2"}  # leaves (or slices of them) ran on both nodes
     manifest = _check_complete(out)
     assert manifest["counts"]["units_resumed"] == 0
     kinds = {leaf["kind"] for leaf in manifest["leaves"]}
     assert kinds == {"freeform_skill", "grounded_skill", "foundational_skill", "knowledge"}
-    print(f"2-node job through the CLI: {took:.0f} s end to end; per node {state['per_node']}")
+    print(f"2-node job through the CLI: {took:.0f} s end to end; per node {ex['per_node']}")
     _no_processes_left(job_id)
 
     # The same config run locally (one process, one teacher) makes the same kinds of files and records.
-    from sdg.engine.generate import generate
+    from sdg.run import generate
 
     local_cfg = to_object(compose_config([*TINY, "teacher.llama_cpp.n_threads=2", f"taxonomy.path={taxonomy}",
                                           f"generate.output_dir={env / 'local'}", "generate.progress=none"]))
@@ -231,8 +233,8 @@ def test_preemption_requeues_then_scancel_and_resubmit_resume_without_loss_or_do
 
     again = _cfg(env, skills, f"cluster.job_dir={env / 'jobs-2'}", "taxonomy.base=main")  # new folder, same run
     summary = result(submit(again))
-    assert summary["complete"] and summary["units_resumed"] >= before, (summary, before)
-    assert summary["units_run"] == summary["units"] - summary["units_resumed"]
+    assert summary.complete and summary.units_resumed >= before, (summary, before)
+    assert summary.units_run == summary.units - summary.units_resumed
     _check_complete(out)
     assert len([p for p in out.iterdir() if (p / "run.json").exists()]) == 1  # the same run folder
 

@@ -12,8 +12,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sdg.config.checks import check_values
 from sdg.config.schema import SdgConfig
 from sdg.errors import ConfigError
+
+__all__ = ["CONFIG_MODULE", "CONFIG_NAME", "check_values", "compose_config", "to_object", "valid_keys"]
 
 CONFIG_MODULE = "sdg.conf"
 CONFIG_NAME = "config"
@@ -83,13 +86,15 @@ def _reject_unknown(node: Any, cls: Any, prefix: str) -> None:
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The composed, typed config; raises ConfigError naming the bad key and the valid ones."""
+    """The composed, typed config; raises ConfigError naming the bad key and the valid ones, or every
+    value out of its range (sdg.config.checks)."""
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
             cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
         OmegaConf.resolve(cfg)
         _reject_unknown(cfg, SdgConfig, "")
+        check_values(cfg)  # ranges and choices (sdg/config/checks.py); multirun jobs call it on their own config
         return cfg
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_explain(exc)) from None

@@ -43,7 +43,9 @@ class TaxonomyConfig:
     path: str = "${xdg_data:instructlab/taxonomy}"
     # Repository cloned by `sdg taxonomy init`; empty = create a skeleton with example leaves.
     repository: Optional[str] = None
-    base: str = "origin/main"
+    # Git ref the changed leaves are diffed against. None (the default): origin/main where it exists, else
+    # every leaf with a note; a ref that is named (even origin/main) must exist. "empty": every leaf.
+    base: Optional[str] = None
     yaml_rules: Optional[str] = None
     # Our own limits (InstructLab has none); breaking them is an error that names the limit.
     max_file_bytes: int = 1_048_576

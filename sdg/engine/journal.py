@@ -19,14 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from sdg.errors import SdgError
+from sdg.errors import JournalError
 from sdg.pipeline.types import UnitResult
 
 FSYNC_EVERY_S = 2.0
-
-
-class JournalError(SdgError):
-    """A journal cannot be read or written (disk full, permissions)."""
 
 
 @dataclass(frozen=True)

@@ -15,62 +15,15 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
+from sdg.pipeline.inputs import input_rows, pipeline_kind
 from sdg.pipeline.types import Row
-from sdg.taxonomy.leaves import (FoundationalSkillLeaf, FreeformSkillLeaf, GroundedSkillLeaf, KnowledgeLeaf, Leaf,
-                                 SkillSeed)
+from sdg.taxonomy.leaves import Leaf
 
-PIPELINE_KINDS = ("knowledge", "freeform_skill", "grounded_skill")
-ICL_EXAMPLES = 2
 # A unit's cost in "one reply" units: 1 + its input text in tokens (~4 chars each) over PREFILL_PER_REPLY,
 # the prompt tokens a server reads in the time it writes one reply (prefill is ~10x faster per token
 # than decoding a 256-token reply). Only the order of units depends on it, never what they produce.
 PREFILL_PER_REPLY = 2560
 MIN_SPAN = 0.5  # the heaviest leaf's units are spread over at least the first half of the order
-
-
-def pipeline_kind(leaf: Leaf) -> str:
-    """Which pipeline a leaf runs: foundational leaves use the freeform/grounded skill pipelines."""
-    if isinstance(leaf, KnowledgeLeaf):
-        return "knowledge"
-    if isinstance(leaf, GroundedSkillLeaf) or (isinstance(leaf, FoundationalSkillLeaf) and leaf.grounded):
-        return "grounded_skill"
-    return "freeform_skill"
-
-
-def _skill_rows(leaf: FreeformSkillLeaf | GroundedSkillLeaf | FoundationalSkillLeaf, kind: str) -> list[Row]:
-    rows = []
-    seeds: Sequence[SkillSeed] = leaf.seeds
-    for i, seed in enumerate(seeds):
-        others = [s for j, s in enumerate(seeds) if j != i][:ICL_EXAMPLES]
-        row: Row = {"leaf_node_path": leaf.id, "leaf_node_type": kind, "task_description": leaf.task_description,
-                    "seed_question": seed.question, "seed_response": seed.answer,
-                    "icl_examples": [{"question": s.question, "answer": s.answer,
-                                      **({"context": s.context} if s.context else {})} for s in others]}
-        if kind == "grounded_skill":
-            row["seed_context"] = seed.context or ""
-        rows.append(row)
-    return rows
-
-
-def _knowledge_rows(leaf: KnowledgeLeaf) -> list[Row]:
-    rows = []
-    for chunk in leaf.chunks:
-        for seed in leaf.seeds:
-            row: Row = {"leaf_node_path": leaf.id, "leaf_node_type": "knowledge", "document": chunk.text,
-                        "icl_document": seed.context, "document_outline": leaf.document_outline, "domain": leaf.domain}
-            for k in range(3):
-                qa = seed.qna[k] if k < len(seed.qna) else None
-                row[f"icl_query_{k + 1}"] = qa.question if qa else ""
-                row[f"icl_response_{k + 1}"] = qa.answer if qa else ""
-            rows.append(row)
-    return rows
-
-
-def input_rows(leaf: Leaf) -> list[Row]:
-    """The rows a leaf's pipeline starts from (InstructLab's preprocessed rows, same columns)."""
-    if isinstance(leaf, KnowledgeLeaf):
-        return _knowledge_rows(leaf)
-    return _skill_rows(leaf, pipeline_kind(leaf))
 
 
 def shares(scale: int, per_unit: int) -> list[int]:

@@ -6,7 +6,9 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Collection, Mapping, TextIO
+
+from sdg.engine.stats import RunStats
 
 
 def fmt_duration(seconds: float) -> str:
@@ -20,10 +22,14 @@ def fmt_duration(seconds: float) -> str:
 
 @dataclass
 class Progress:
-    """Counts units, samples and tokens; estimates the rest from the recent completion rate."""
+    """Counts units, samples and tokens; estimates the rest from the recent completion rate.
+
+    The local engine reports unit by unit (`unit_done`); the Ray executor reports a work item at a time
+    (`advance`); both print the same line. `leaf_units` (units per leaf id) tells when a leaf is finished.
+    """
 
     total_units: int
-    total_leaves: int
+    leaf_units: Mapping[str, int] = field(default_factory=dict)
     mode: str = "log"  # bar | log | none
     interval_s: float = 30.0
     stream: TextIO = field(default_factory=lambda: sys.stderr)
@@ -33,6 +39,7 @@ class Progress:
     completion_tokens: int = 0
     failed_units: int = 0
     leaves_done: int = 0
+    _left: dict = field(default_factory=dict)
     _start: float = field(default_factory=time.monotonic)
     _recent: deque = field(default_factory=lambda: deque(maxlen=200))
     _last_log: float = 0.0
@@ -43,36 +50,61 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total_units, unit="unit", file=self.stream, dynamic_ncols=True)
+        self._left = dict(self.leaf_units)
         self._last_log = time.monotonic()
 
-    def resumed(self, n: int) -> None:
+    @property
+    def total_leaves(self) -> int:
+        return len(self.leaf_units)
+
+    def resumed(self, done: Mapping[str, Collection[str]]) -> None:
+        """Units already journaled (unit ids by leaf id): counted as done, not in the rate."""
+        n = 0
+        for leaf_id, ids in done.items():
+            n += len(ids)
+            self._count_leaf(leaf_id, len(ids))
         self.skipped_units += n
         if self._bar is not None:
             self._bar.update(n)
         if n and self.mode != "none":
             self._line(f"resuming: {n} of {self.total_units} units already done")
 
-    def unit_done(self, samples: int, completion_tokens: int, failed: bool, leaf_finished: bool) -> None:
+    def _count_leaf(self, leaf_id: str, units: int) -> None:
+        if leaf_id in self._left and self._left[leaf_id] > 0:
+            self._left[leaf_id] -= units
+            self.leaves_done += int(self._left[leaf_id] <= 0)
+
+    def unit_done(self, leaf_id: str, samples: int, completion_tokens: int, failed: bool) -> None:
+        self._count_leaf(leaf_id, 1)
+        self._add(1, samples, completion_tokens, int(failed))
+
+    def advance(self, leaf_id: str, stats: RunStats) -> None:
+        """A batch of one leaf's units finished elsewhere (a Ray worker's work item)."""
+        self._count_leaf(leaf_id, stats.units_done)
+        self._add(stats.units_done, stats.samples, stats.completion_tokens, stats.units_failed)
+
+    def _add(self, units: int, samples: int, completion_tokens: int, failed: int) -> None:
         now = time.monotonic()
-        self.done_units += 1
+        self.done_units += units
         self.samples += samples
         self.completion_tokens += completion_tokens
-        self.failed_units += int(failed)
-        self.leaves_done += int(leaf_finished)
-        self._recent.append((now, completion_tokens))
+        self.failed_units += failed
+        self._recent.append((now, units, completion_tokens))
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
-            self._bar.update(1)
+            self._bar.update(units)
         elif self.mode == "log" and now - self._last_log >= self.interval_s:
             self._last_log = now
             self._line(self.status())
 
     def _rates(self) -> tuple[float, float]:
+        """(units/s, tokens/s) over the recent window (since the start while it is short)."""
         if len(self._recent) < 2:
             elapsed = max(time.monotonic() - self._start, 1e-9)
             return self.done_units / elapsed, self.completion_tokens / elapsed
-        span = max(self._recent[-1][0] - self._recent[0][0], 1e-9)
-        return (len(self._recent) - 1) / span, sum(t for _, t in list(self._recent)[1:]) / span
+        recent = list(self._recent)
+        span = max(recent[-1][0] - recent[0][0], 1e-9)
+        return sum(u for _, u, _ in recent[1:]) / span, sum(t for _, _, t in recent[1:]) / span
 
     def eta_s(self) -> float:
         units_per_s, _ = self._rates()

@@ -6,17 +6,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from sdg.errors import SdgError
+from sdg.errors import RunConflict, SdgError
 
 RUN_FILE = "run.json"
-
-
-class RunConflict(SdgError):
-    """An unfinished run exists with a different config."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +26,28 @@ class RunDir:
         return self.path / "journal"
 
 
+@dataclass
+class RunState:
+    """`run.json`: what a run is (its fingerprint and the components behind it) and where it stands."""
+
+    fingerprint: str
+    stamp: str
+    status: str  # running | complete | incomplete
+    components: dict[str, Any]
+    started: float
+    finished: float | None = None
+    executor: dict[str, Any] = field(default_factory=dict)  # local, or ray with its nodes and per-node counts
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RunState":
+        known = {k: data[k] for k in ("fingerprint", "stamp", "status", "components", "started", "finished", "executor")
+                 if k in data}
+        return cls(**{"components": {}, "started": 0.0, **known})
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
@@ -37,9 +55,14 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def write_state(run: RunDir, state: Mapping[str, Any]) -> None:
+def read_state(run: RunDir) -> RunState | None:
+    data = _read(run.path)
+    return RunState.from_json(data) if data else None
+
+
+def write_state(run: RunDir, state: RunState) -> None:
     tmp = run.path / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(dict(state), indent=2, default=str), encoding="utf-8")
+    tmp.write_text(json.dumps(state.to_json(), indent=2, default=str), encoding="utf-8")
     os.replace(tmp, run.path / RUN_FILE)
 
 

@@ -14,12 +14,9 @@ from typing import Iterable, Iterator, Mapping
 from sdg.engine.journal import JournalStore, record_of
 from sdg.engine.plan import Plan, Unit
 from sdg.engine.progress import Progress
-from sdg.errors import SdgError
+from sdg.engine.stats import RunStats
+from sdg.errors import TeacherBroken
 from sdg.pipeline.types import ChatFn, RequestError, UnitContext, UnitResult
-
-
-class TeacherBroken(SdgError):
-    """Most recent requests failed: the teacher is down or misconfigured. Finished work is journaled."""
 
 
 @dataclass
@@ -49,35 +46,20 @@ class ErrorBreaker:
                     "journaled: fix the teacher and run the same command again to resume")
 
 
-@dataclass
-class RunStats:
-    units_done: int = 0
-    units_failed: int = 0
-    units_resumed: int = 0
-    samples: int = 0
-    generated: int = 0
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-    elapsed_s: float = 0.0
-
-
 async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, journals: JournalStore, *,
                    done: Mapping[str, set[str]], workers: int, progress: Progress,
                    breaker: ErrorBreaker | None = None, units: Iterable[Unit] | None = None) -> RunStats:
-    """Run every unit of `plan` (or of `units`, a slice of it) not in `done` (unit ids by leaf name)."""
+    """Run every unit of `plan` (or of `units`, a slice of it) not in `done` (unit ids by leaf id).
+
+    `progress` hears of every unit as it finishes; the stats returned count only the units run here."""
     stats = RunStats()
     started = time.monotonic()
     names = {lp.leaf.id: lp.leaf.name for lp in plan.leaves}
-    remaining = {lp.leaf.id: lp.units - len(done.get(lp.leaf.name, ())) for lp in plan.leaves}
     kinds = {lp.leaf.id: lp.kind for lp in plan.leaves}
-    resumed = sum(len(v) for v in done.values())
-    stats.units_resumed = resumed
-    progress.resumed(resumed)
+    stats.units_resumed = sum(len(v) for v in done.values())
+    progress.resumed(done)
     source = plan.iter_units() if units is None else units
-    todo: Iterator[Unit] = (u for u in source if u.id not in done.get(names[u.leaf_id], ()))
+    todo: Iterator[Unit] = (u for u in source if u.id not in done.get(u.leaf_id, ()))
 
     async def worker() -> None:
         for unit in todo:
@@ -91,17 +73,8 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
             record = record_of(unit.id, result)
             journals.append(names[unit.leaf_id], record)
             failed = record["status"] == "failed"
-            stats.units_done += 1
-            stats.units_failed += int(failed)
-            stats.samples += len(result.rows)
-            stats.generated += result.generated
-            stats.requests += result.requests
-            stats.prompt_tokens += result.prompt_tokens
-            stats.completion_tokens += result.completion_tokens
-            stats.dropped.update(result.dropped)
-            stats.errors.update(f"{e.block}:{e.kind}" for e in result.errors)
-            remaining[unit.leaf_id] -= 1
-            progress.unit_done(len(result.rows), result.completion_tokens, failed, remaining[unit.leaf_id] == 0)
+            stats.add_unit(result, failed)
+            progress.unit_done(unit.leaf_id, len(result.rows), result.completion_tokens, failed)
             if breaker is not None:
                 breaker.observe(result)
 

@@ -11,12 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdg.errors import SdgError
+from sdg.errors import JobNotFound, SdgError
 from sdg.launch.rendezvous import read_json
-
-
-class JobNotFound(SdgError):
-    """No such job folder under cluster.job_dir."""
 
 
 @dataclass(frozen=True)

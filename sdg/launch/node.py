@@ -7,11 +7,11 @@
    once, hands work items to one actor per node, writes the outputs, then writes done.json.
 4. The other nodes wait for done.json (or their Ray node's death), then stop Ray and their servers.
 
-Stopping: under `python -m sdg.launch.node` SIGTERM (scancel, requeue) unwinds the same way: servers and
-Ray stop, journals stay. Under submitit, USR2 (preemption, time limit) checkpoints, requeues and exits
-node 0, which unwinds it and tells the other nodes (done.json); Slurm then ends the rest.
-Entry points: submitit calls `GenerateJob()(cfg)` (sdg.launch.submit); `srun python -m sdg.launch.node
-[key=value ...]` is the same for hand-written sbatch scripts (slurm/generate.sbatch).
+Stopping: under `sdg jobs node` SIGTERM (scancel, requeue) unwinds (sdg.signals): servers and Ray stop,
+journals stay. Under submitit, USR2 (preemption, time limit) checkpoints, requeues and exits node 0,
+which unwinds it and tells the other nodes (done.json); Slurm then ends the rest.
+Entry points: submitit calls `GenerateJob()(cfg)` (sdg.launch.submit); `srun sdg jobs node [key=value ...]`
+is the same for hand-written sbatch scripts (slurm/generate.sbatch).
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from sdg.config.schema import SdgConfig
-from sdg.errors import SdgError
-from sdg.launch.rendezvous import AttemptFiles, RendezvousError, read_json, wait_json, write_json
+from sdg.errors import Interrupted, RendezvousError, SdgError
+from sdg.launch.rendezvous import AttemptFiles, NodeRecord, read_json, wait_json, write_json
 
 JOIN_MARGIN_S = 300.0  # nodes wait for each other: the teacher's start-up deadline plus this
 
@@ -37,10 +36,6 @@ JOIN_MARGIN_S = 300.0  # nodes wait for each other: the teacher's start-up deadl
 def join_timeout(cfg: SdgConfig) -> float:
     """How long a node waits for the others (their teachers may start slower than its own)."""
     return cfg.teacher.startup_timeout_s + JOIN_MARGIN_S
-
-
-class Stopped(BaseException):
-    """SIGTERM/SIGINT while a node works: unwinds (out of any wait) so servers and Ray stop."""
 
 
 @dataclass(frozen=True)
@@ -72,45 +67,25 @@ def job_folder(cfg: SdgConfig, env: NodeEnv) -> Path:
     return Path(cfg.cluster.job_dir).expanduser() / env.job_id
 
 
-@contextlib.contextmanager
-def _signals_unwind(enabled: bool = True) -> Iterator[None]:
-    """SIGTERM/SIGINT raise Stopped once; later ones are ignored so the cleanup runs to its end.
-
-    Not under submitit: there SIGTERM is deliberately ignored (a preemption sends SIGTERM, then USR2,
-    whose handler checkpoints, requeues and exits, which unwinds us), and Slurm's SIGKILL after
-    KillWait ends whatever a plain scancel leaves (servers also die with their parent: PDEATHSIG).
-    """
-    if not enabled:
-        yield
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        for s in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(s, signal.SIG_IGN)
-        raise Stopped(f"signal {signum}")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def _logger(env: NodeEnv) -> Callable[[str], None]:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} {env.name} {env.index}/{env.count}] {msg}", flush=True)
     return log
 
 
-def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sigterm: bool = True) -> dict[str, Any] | None:
-    """Run this node's part of a generate job; node 0 returns the run summary, the others None.
+def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sigterm: bool = True) -> Any:
+    """Run this node's part of a generate job; node 0 returns the run's `RunSummary`, the others None.
 
     `folder`: the job folder shared by all nodes (default `<cluster.job_dir>/<job id>`).
+    `unwind_on_sigterm`: SIGTERM/SIGINT raise `Interrupted` (servers and Ray stop, journals stay). Off under
+    submitit: there SIGTERM is deliberately ignored (a preemption sends SIGTERM, then USR2, whose handler
+    checkpoints, requeues and exits, which unwinds us), and Slurm's SIGKILL after KillWait ends whatever a
+    plain scancel leaves (servers also die with their parent: PDEATHSIG).
     """
-    from sdg.launch.plan import node_plan, serving_teacher
+    from sdg.launch.cluster_plan import node_teacher
     from sdg.launch.raynode import clean_stale_temp_dirs, start_ray_node, temp_dir_for
-    from sdg.teacher.gpus import visible_gpus
+    from sdg.signals import unwind_on
+    from sdg.teacher.gpus import node_plan, visible_gpus
     from sdg.teacher.serve import serving
 
     env = NodeEnv.from_environ()
@@ -121,15 +96,14 @@ def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sig
     nplan = node_plan(cfg.teacher, gpus, source)
     log(f"job {env.job_id} attempt {env.restart}, node address {env.ip}; teacher: {nplan.describe()}")
     ray_node = None
-    with _signals_unwind(unwind_on_sigterm):
+    with unwind_on((signal.SIGTERM, signal.SIGINT), enabled=unwind_on_sigterm):
         try:
             t0 = time.monotonic()
-            with serving(serving_teacher(cfg.teacher, nplan, env.ip), log_dir=files.logs / env.name) as endpoints:
+            with serving(node_teacher(cfg.teacher, env.ip), plan=nplan, log_dir=files.logs / env.name) as endpoints:
                 log(f"teacher ready in {time.monotonic() - t0:.1f} s: {len(endpoints)} endpoint(s)")
-                record = {"node": env.name, "index": env.index, "ip": env.ip, "gpus": list(gpus), "gpu_source": source,
-                          "replicas": [list(r.gpus) for r in nplan.replicas], "stand_in": nplan.stand_in,
-                          "tensor_parallel_size": nplan.tensor_parallel_size,
-                          "endpoints": [{**e.__dict__, "gpus": list(e.gpus)} for e in endpoints]}
+                record = NodeRecord(env.name, env.index, env.ip, list(gpus), source,
+                                    [list(r.gpus) for r in nplan.replicas], nplan.stand_in,
+                                    nplan.tensor_parallel_size, list(endpoints))
                 clean_stale_temp_dirs(env.job_id)
                 temp = temp_dir_for(env.job_id, env.restart, env.name)
                 ray_log = files.logs / env.name / "ray.log"
@@ -140,14 +114,14 @@ def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sig
                     write_json(files.rendezvous, {"address": ray_node.address, "token": token, "driver": env.name,
                                                   "nodes": env.count})
                     log(f"ray head at {ray_node.address}; rendezvous {files.rendezvous}")
-                    write_json(files.node(env.name), {**record, "token": token})
+                    write_json(files.node(env.name), replace(record, token=token).to_json())
                     return _drive(cfg, env, files, token, ray_node, log)
                 rdv = wait_json(files.rendezvous, timeout_s=join_timeout(cfg), what="node 0's Ray head")
                 if "error" in rdv:
                     raise RendezvousError(f"node 0 failed before the nodes joined: {rdv['error']}")
                 ray_node = start_ray_node(ip=env.ip, node=env.name, temp_dir=temp, log_path=ray_log,
                                           head_address=rdv["address"], object_store_mb=cfg.cluster.ray_object_store_mb)
-                write_json(files.node(env.name), {**record, "token": rdv["token"]})
+                write_json(files.node(env.name), replace(record, token=rdv["token"]).to_json())
                 log(f"joined ray head {rdv['address']}; working until node 0 is done")
                 ray_down = ray_node
 
@@ -159,9 +133,10 @@ def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sig
                                  alive_check=head_alive, accept=lambda d: d.get("token") == rdv["token"])
                 log(f"driver finished ({done.get('status')}); stopping")
                 return None
-        except Stopped as exc:
-            log(f"stopping on {exc}: journals keep what is done; resubmit (or let the requeue run) to resume")
-            raise SystemExit(143) from None
+        except Interrupted as exc:
+            log(f"stopping on signal {exc.signum}: journals keep what is done; resubmit (or let the requeue run) "
+                "to resume")
+            raise
         except BaseException as exc:
             # Tell the others now rather than let them wait out their deadlines.
             why = f"{type(exc).__name__}: {exc}"
@@ -177,12 +152,14 @@ def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sig
 
 
 def _drive(cfg: SdgConfig, env: NodeEnv, files: AttemptFiles, token: str, ray_node: Any,
-           log: Callable[[str], None]) -> dict[str, Any]:
-    """Node 0: wait for every node, connect to Ray, run the driver, tell the nodes it is over."""
+           log: Callable[[str], None]) -> Any:
+    """Node 0: wait for every node, connect to Ray, run the generate with the Ray executor, tell the nodes
+    it is over (done.json)."""
     import ray
 
-    from sdg.launch.driver import drive
+    from sdg.launch.ray_executor import RayExecutor
     from sdg.launch.raynode import wait_for_nodes
+    from sdg.run import generate
 
     def head_alive() -> None:
         if not ray_node.alive():
@@ -193,11 +170,11 @@ def _drive(cfg: SdgConfig, env: NodeEnv, files: AttemptFiles, token: str, ray_no
         # Every node's record (its endpoints) for this attempt; node names come from the files.
         deadline = time.monotonic() + join_timeout(cfg)
         while True:
-            recs = [r for r in (read_json(p) for p in sorted(files.root.glob("node-*.json"))) if r]
-            failed = [r for r in recs if "error" in r]
+            raw = [r for r in (read_json(p) for p in sorted(files.root.glob("node-*.json"))) if r]
+            failed = [r for r in raw if "error" in r]
             if failed:
                 raise RendezvousError("; ".join(f"{r['node']} failed: {r['error']}" for r in failed))
-            recs = [r for r in recs if r.get("token") == token]
+            recs = [NodeRecord.from_json(r) for r in raw if r.get("token") == token]
             if len(recs) >= env.count:
                 break
             head_alive()
@@ -205,44 +182,23 @@ def _drive(cfg: SdgConfig, env: NodeEnv, files: AttemptFiles, token: str, ray_no
                 raise RendezvousError(f"only {len(recs)} of {env.count} nodes reported ready within "
                                       f"{join_timeout(cfg):.0f} s; see the node logs in {files.root.parent.parent}")
             time.sleep(0.2)
-        names = {r["node"]: r["endpoints"] for r in recs}
+        nodes = {r.node: r.endpoints for r in recs}
         ray.init(address=ray_node.address, _node_ip_address=env.ip, logging_level="WARNING", log_to_driver=False,
                  configure_logging=False)
         try:
-            wait_for_nodes(list(names), timeout_s=120.0, alive_check=head_alive)
-            log(f"{len(names)} nodes ready: {', '.join(sorted(names))}")
-            summary = drive(cfg, names, log=log, alive_check=head_alive)
+            wait_for_nodes(list(nodes), timeout_s=120.0, alive_check=head_alive)
+            log(f"{len(nodes)} nodes ready: {', '.join(sorted(nodes))}")
+            executor = RayExecutor(nodes, log=log, alive_check=head_alive,
+                                   details={r.node: r.describe() for r in recs})
+            summary = generate(cfg, executor=executor, log=log).summary()
         finally:
             with contextlib.suppress(Exception):
                 ray.shutdown()
-        summary["nodes"] = {r["node"]: {k: r[k] for k in ("gpus", "replicas", "stand_in", "tensor_parallel_size")}
-                            for r in recs}
-        status = {"token": token, "status": "complete" if summary["complete"] else "incomplete",
-                  "run_dir": summary["run_dir"]}
+        status = {"token": token, "status": "complete" if summary.complete else "incomplete",
+                  "run_dir": summary.run_dir}
         return summary
     except BaseException as exc:
         status["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         write_json(files.done, status)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m sdg.launch.node [key=value ...]`: this node's part, config composed from overrides."""
-    from sdg.config.compose import compose_config, to_object
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    folder = None
-    if args and args[0].startswith("--job-folder="):
-        folder = args.pop(0).split("=", 1)[1]
-    try:
-        cfg = to_object(compose_config(args))
-        node_main(cfg, folder)
-    except SdgError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

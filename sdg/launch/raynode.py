@@ -20,13 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from sdg.errors import SdgError
+from sdg.errors import RayStartError
 
 WORKER_PORTS = 24  # Ray worker processes this node may run at once (one actor + a few helpers)
-
-
-class RayStartError(SdgError):
-    """A Ray head or worker did not come up; the message holds its log's last lines."""
 
 
 def resource_name(node: str) -> str:

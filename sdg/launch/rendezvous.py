@@ -14,17 +14,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from sdg.errors import SdgError
+from sdg.errors import RendezvousError
 
 POLL_S = 0.2
-
-
-class RendezvousError(SdgError):
-    """A node waited for another one that never showed up, or that reported a failure."""
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -84,3 +80,36 @@ class AttemptFiles:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """`node-<name>.json`: one node ready for this attempt (its GPUs, replicas and teacher endpoints)."""
+
+    node: str
+    index: int
+    ip: str
+    gpus: list[str]
+    gpu_source: str
+    replicas: list[list[str]]
+    stand_in: bool
+    tensor_parallel_size: int
+    endpoints: list[Any]  # ServedEndpoint
+    token: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["endpoints"] = [{**asdict(e), "gpus": list(e.gpus)} for e in self.endpoints]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "NodeRecord":
+        from sdg.teacher.server import ServedEndpoint
+
+        eps = [ServedEndpoint(**{**e, "gpus": tuple(e.get("gpus", ()))}) for e in data["endpoints"]]
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "endpoints": eps})
+
+    def describe(self) -> dict[str, Any]:
+        return {"gpus": self.gpus, "replicas": self.replicas, "stand_in": self.stand_in,
+                "tensor_parallel_size": self.tensor_parallel_size}

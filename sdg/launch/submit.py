@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdg.config.schema import SdgConfig
-from sdg.errors import ConfigError, SdgError
+from sdg.errors import ConfigError, JobFailed, SdgError
 
 
 def _submitit() -> Any:
@@ -26,28 +26,24 @@ def _submitit() -> Any:
     return submitit
 
 
-class JobFailed(SdgError):
-    """The Slurm job ended without a complete run (failed, cancelled, timed out for good)."""
-
-
 @dataclass(frozen=True)
 class Launched:
     """What `launch_generate` did: the job, and with `wait` node 0's summary (None otherwise)."""
 
     job_id: str
     folder: Path
-    summary: dict[str, Any] | None = None
+    summary: Any = None  # sdg.run.RunSummary
 
     @property
     def complete(self) -> bool:
-        return bool(self.summary and self.summary.get("complete"))
+        return bool(self.summary is not None and self.summary.complete)
 
 
 class GenerateJob:
     """What every task of the job runs. It has submitit's Checkpointable contract (a `checkpoint`
     method returning the call to make after a requeue) without importing submitit at module load."""
 
-    def __call__(self, cfg: SdgConfig) -> dict[str, Any] | None:
+    def __call__(self, cfg: SdgConfig) -> Any:
         import submitit
 
         from sdg.launch.node import node_main
@@ -64,7 +60,7 @@ class GenerateJob:
 
 def make_executor(cfg: SdgConfig, folder: Path | None = None) -> Any:
     """A submitit executor for `cfg.cluster` writing its files under `<job_dir>/<job id>`."""
-    from sdg.launch.plan import executor_parameters
+    from sdg.launch.cluster_plan import executor_parameters
 
     c = cfg.cluster
     if c.kind != "slurm":
@@ -126,12 +122,12 @@ def job_error(text: str) -> str:
     return rest if sep and "." in head and " " not in head else last
 
 
-def result(job: Any) -> dict[str, Any]:
+def result(job: Any) -> Any:
     """Wait for the job and return node 0's summary (raises the job's error)."""
     return job.results()[0]
 
 
-def follow(job: Any, *, log: Callable[[str], None] = print, poll_s: float = 2.0) -> dict[str, Any]:
+def follow(job: Any, *, log: Callable[[str], None] = print, poll_s: float = 2.0) -> Any:
     """`--wait`: stream node 0's log (progress lines included) until the job ends; its summary."""
     path = Path(job.paths.stdout)
     offset = 0

@@ -72,8 +72,7 @@ def _in_submitit_job() -> bool:
     return os.environ.get("SUBMITIT_EXECUTOR") == "slurm"  # exported by submitit's sbatch script
 
 
-def run_combination(cfg: SdgConfig, overrides: str, *, base_is_default: bool,
-                    log: Callable[[str], None] = print) -> SweepJob | None:
+def run_combination(cfg: SdgConfig, overrides: str, *, log: Callable[[str], None] = print) -> SweepJob | None:
     """One combination of a sweep, in its own `generate.output_dir`; never raises an SdgError (the
     outcome goes to sweep_job.json). Non-driver nodes of a Slurm element return None."""
     out = Path(cfg.generate.output_dir)
@@ -91,11 +90,11 @@ def run_combination(cfg: SdgConfig, overrides: str, *, base_is_default: bool,
             summary = node_main(cfg, submitit.JobEnvironment().paths.folder, unwind_on_sigterm=False)
             if summary is None:
                 return None
-            status, run_dir = ("complete" if summary["complete"] else "incomplete"), summary["run_dir"]
+            status, run_dir = ("complete" if summary.complete else "incomplete"), summary.run_dir
         else:
-            from sdg.engine.generate import generate
+            from sdg.run import generate
 
-            result = generate(cfg, base_is_default=base_is_default, log=log)
+            result = generate(cfg, log=log)
             status = "dry-run" if cfg.generate.dry_run else "complete" if result.complete else "incomplete"
             run_dir = str(result.run_dir) if result.run_dir else None
         job = SweepJob(out, overrides, status, run_dir, jid)

@@ -7,7 +7,7 @@ planner's own input rows (one definition), less the columns only our prompts use
 
 from __future__ import annotations
 
-from sdg.engine.plan import input_rows
+from sdg.pipeline.inputs import input_rows
 from sdg.pipeline.types import Row
 from sdg.taxonomy.leaves import Leaf
 

@@ -18,14 +18,10 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from sdg.errors import SdgError
+from sdg.errors import RecipeError
 from sdg.output.atomic import write_text
 
 SamplingSize = Union[int, float]
-
-
-class RecipeError(SdgError):
-    """A mixing recipe or one of its datasets cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import yaml
 
 from sdg.errors import ConfigError
 from sdg.pipeline.blocks import BindEnv, Block, block_class
-from sdg.pipeline.columns import INPUT_COLUMNS, KIND_FILES, KINDS, is_scratch
+from sdg.pipeline.inputs import INPUT_COLUMNS, KIND_FILES, KINDS, is_scratch
 from sdg.pipeline.llm_block import LLMBlock
 from sdg.pipeline.pipeline import Pipeline
 

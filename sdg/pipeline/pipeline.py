@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdg.pipeline.blocks import Block, Bound, RunState
-from sdg.pipeline.columns import SCRATCH_PREFIX
+from sdg.pipeline.inputs import SCRATCH_PREFIX
 from sdg.pipeline.types import RequestError, Row, UnitContext, UnitResult
 
 

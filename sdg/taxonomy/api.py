@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from sdg.config.schema import SdgConfig
-from sdg.taxonomy.diff import TaxonomyDiff, taxonomy_diff
+from sdg.taxonomy.diff import DEFAULT_BASE, TaxonomyDiff, taxonomy_diff
 from sdg.taxonomy.findings import Finding
 from sdg.taxonomy.init import InitResult, init_taxonomy
 from sdg.taxonomy.layout import QNA_NAME, ROOTS, is_near_miss, taxonomy_root_of
@@ -55,14 +55,14 @@ def _near_miss_warning(rel: str, display: str) -> Finding:
                    f"File will not be checked; rename it to {QNA_NAME}", "", "read")
 
 
-def diff_taxonomy(cfg: SdgConfig, *, base_is_default: bool = False, documents: bool = False) -> DiffReport:
+def diff_taxonomy(cfg: SdgConfig, *, documents: bool = False) -> DiffReport:
     """`sdg taxonomy diff`: changed leaves against the base ref, then their validation."""
     root = Path(cfg.taxonomy.path).expanduser()
     if root.is_file():  # as in ilab: a single qna.yaml given as the taxonomy path
-        one = TaxonomyDiff(root.parent, cfg.taxonomy.base, None, (root.name,), ())
+        one = TaxonomyDiff(root.parent, cfg.taxonomy.base or DEFAULT_BASE, None, (root.name,), ())
         result = validate_files([root], [taxonomy_root_of(root) or root.parent], validation_options(cfg, documents))
         return DiffReport(one, result, ())
-    diff = taxonomy_diff(root, cfg.taxonomy.base, fallback_to_empty=base_is_default)
+    diff = taxonomy_diff(root, cfg.taxonomy.base)
     result = validate_files([root / p for p in diff.changed], root, validation_options(cfg, documents))
     near = tuple(_near_miss_warning(p, str(root / p)) for p in diff.near_misses)
     return DiffReport(diff, result, near)

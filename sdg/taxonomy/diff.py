@@ -87,12 +87,18 @@ def _missing_base_message(repo, root: Path, base: str) -> str:
             f"Pass --taxonomy-base REF (e.g. main), or --taxonomy-base {EMPTY_BASE} to list every leaf")
 
 
-def taxonomy_diff(root: Path, base: str = "origin/main", *, fallback_to_empty: bool = False) -> TaxonomyDiff:
+DEFAULT_BASE = "origin/main"
+
+
+def taxonomy_diff(root: Path, base: str | None = None) -> TaxonomyDiff:
     """The leaf files changed against `base`; `base="empty"` lists the whole tree.
 
-    With `fallback_to_empty` (the base came from the defaults, not from the user), a missing base ref
-    or a taxonomy that is not a git repository lists every leaf and says so in `notes`.
+    `base=None` (no base configured) means `origin/main` where it exists: a missing `origin/main` or a
+    taxonomy that is not a git repository then lists every leaf and says so in `notes`. A base that was
+    named (even `origin/main`) must exist.
     """
+    fallback_to_empty = base is None
+    base = DEFAULT_BASE if base is None else base
     root = Path(root).expanduser()
     if not root.is_dir():
         raise TaxonomyError(f"taxonomy directory '{root}' does not exist; create one with `sdg taxonomy init` "

@@ -1,16 +1,13 @@
-"""Which GPUs this process may use, and how replicas of a teacher split them. Pure functions."""
+"""Which GPUs this process may use, and how replicas of a teacher split them (`node_plan`: the one
+place a node's replicas are planned, locally and on Slurm). Pure functions."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from sdg.errors import SdgError
-
-
-class GpuPlanError(SdgError):
-    """The requested tensor parallelism does not fit the GPUs that are visible."""
+from sdg.errors import GpuPlanError
 
 
 @dataclass(frozen=True)
@@ -62,3 +59,33 @@ def plan_replicas(visible: Sequence[str], tensor_parallel: int, replicas: int | 
         raise GpuPlanError(f"{count} replicas x tensor parallel {tensor_parallel} need {count * tensor_parallel} GPUs, "
                            f"{len(gpus)} visible ({source})")
     return tuple(Replica(i, gpus[i * tensor_parallel:(i + 1) * tensor_parallel]) for i in range(count))
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node's teacher: `replicas` servers, each on its GPU slice (empty slices = CPU)."""
+
+    gpus: tuple[str, ...]
+    tensor_parallel_size: int
+    replicas: tuple[Replica, ...]
+    stand_in: bool  # llama.cpp standing in for vLLM: one CPU server per planned replica
+
+    def describe(self) -> str:
+        slices = ", ".join("+".join(r.gpus) or "cpu" for r in self.replicas)
+        what = "llama.cpp stand-in" if self.stand_in else "server"
+        return (f"{len(self.gpus)} GPU(s) visible [{','.join(self.gpus)}], tensor parallel {self.tensor_parallel_size}"
+                f" -> {len(self.replicas)} {what} replica(s) [{slices}]")
+
+
+def node_plan(teacher: Any, gpus: Sequence[str], source: str = "") -> NodePlan:
+    """Replicas for one node: visible GPUs // tensor_parallel_size (or teacher.replicas), each its slice.
+
+    vLLM gets exactly this from `build_servers`; llama.cpp (the CPU stand-in in tests and on laptops)
+    cannot do tensor parallelism, so it runs one CPU server per planned replica instead.
+    """
+    tp = teacher.tensor_parallel_size
+    stand_in = teacher.backend == "llama-cpp" and bool(gpus)
+    if teacher.backend == "endpoint":
+        return NodePlan(tuple(gpus), tp, (Replica(0, ()),), False)
+    replicas = plan_replicas(gpus, tp, teacher.replicas, source, cpu_ok=not gpus)
+    return NodePlan(tuple(gpus), tp, replicas, stand_in)

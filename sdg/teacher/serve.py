@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from sdg.config.schema import TeacherConfig
-from sdg.errors import ConfigError, UsageError
+from sdg.errors import ConfigError, Interrupted, TeacherStartError, UsageError
 from sdg.teacher.backends import EndpointServer, LlamaCppServer, VllmServer
-from sdg.teacher.gpus import plan_replicas, visible_gpus
+from sdg.teacher.gpus import NodePlan, node_plan, visible_gpus
 from sdg.teacher.server import ServedEndpoint, TeacherServer, free_port
 
 BACKENDS = ("llama-cpp", "vllm", "endpoint")
@@ -36,8 +36,11 @@ def api_key_for(cfg: TeacherConfig, env: Mapping[str, str]) -> str | None:
 
 
 def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
-                  log_dir: Path | None = None) -> list[TeacherServer]:
-    """The servers this node should run for `cfg` (nothing is started). Pure but for model lookup."""
+                  log_dir: Path | None = None, plan: NodePlan | None = None) -> list[TeacherServer]:
+    """The servers this node should run for `cfg` (nothing is started). Pure but for model lookup.
+
+    `plan`: the node's replicas, planned once by the caller (a Slurm node); else planned here from the
+    visible GPUs. llama.cpp runs one CPU server per planned replica (standing in for vLLM on GPU nodes)."""
     env = dict(os.environ if env is None else env)
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"unknown teacher.backend '{cfg.backend}': choose one of {', '.join(BACKENDS)}")
@@ -57,21 +60,21 @@ def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, e
     if not cfg.model:
         raise ConfigError(f"teacher '{cfg.name}' has no teacher.model; set it (or --model-path)")
     model = resolve_model_path(cfg.model, model_dir=Path(cfg.model_dir), filename=cfg.filename, revision=cfg.revision)
-    gpus, source = visible_gpus(env)
     if cfg.backend == "llama-cpp":
         if extra_args:
             raise UsageError(f"Unsupported extra arguments for llama-cpp: {' '.join(extra_args)}")
-        if cfg.tensor_parallel_size > 1:
+        if plan is None and cfg.tensor_parallel_size > 1:
             raise ConfigError("tensor parallelism is a vLLM feature; use teacher.backend=vllm for --gpus > 1")
-        count = cfg.replicas or 1
+        count = len(plan.replicas) if plan is not None else cfg.replicas or 1
         lc = cfg.llama_cpp
         return [LlamaCppServer(gguf=str(model), context_length=cfg.context_length, n_parallel=lc.n_parallel,
                                n_threads=lc.n_threads, n_gpu_layers=lc.n_gpu_layers, port=0,
                                log_path=logs / f"{cfg.name}-llama-cpp-{i}.log", **common)  # type: ignore[arg-type]
                 for i in range(count)]
-    replicas = plan_replicas(gpus, cfg.tensor_parallel_size, cfg.replicas, source, cpu_ok=not gpus)
+    if plan is None:
+        plan = node_plan(cfg, *visible_gpus(env))
     servers: list[TeacherServer] = []
-    for r in replicas:
+    for r in plan.replicas:
         port = cfg.port + r.index if cfg.port else 0
         servers.append(VllmServer(model_path=str(model), command=cfg.vllm.command, tensor_parallel_size=cfg.tensor_parallel_size,
                                   context_length=cfg.context_length, extra_args=[*cfg.vllm.args, *extra_args],
@@ -118,50 +121,35 @@ def write_ready_file(path: Path, endpoints: Sequence[ServedEndpoint]) -> None:
     os.replace(tmp, path)
 
 
-class _Interrupted(BaseException):
-    """SIGTERM/SIGINT/SIGHUP while serving: unwinds (also out of a start-up wait) so servers stop."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
 def serve_forever(cfg: TeacherConfig, *, extra_args: Sequence[str] = (), ready_file: Path | None = None,
                   on_ready: Callable[[list[ServedEndpoint]], None] = lambda eps: None,
                   stop_event: threading.Event | None = None) -> int:
-    """`sdg model serve`: run until Ctrl-C/SIGTERM (or a server dies), then stop everything."""
+    """`sdg model serve`: run until Ctrl-C/SIGTERM/SIGHUP (or a server dies), then stop everything.
+
+    Returns 0 when `stop_event` is set, 128 + the signal's number after a signal."""
+    from sdg.signals import unwind_on
+
     stop = stop_event or threading.Event()
-    previous = {}
-
-    def interrupted(signum: int, _frame: object) -> None:
-        raise _Interrupted(signum)
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, interrupted)
-    servers = build_servers(cfg, extra_args=extra_args)
     try:
-        endpoints = start_all(servers)
-        if ready_file is not None:
-            write_ready_file(ready_file, endpoints)
-        on_ready(endpoints)
-        while not stop.wait(1.0):
-            dead = [s for s in servers if s.backend != "endpoint" and not s.alive()]
-            if dead:
-                from sdg.teacher.server import TeacherStartError
-
-                raise TeacherStartError(f"{dead[0].backend} teacher exited unexpectedly (code "
-                                        f"{dead[0].proc.returncode if dead[0].proc else '?'}); log: {dead[0].log_path}"
-                                        f"\n{dead[0].log_tail()}")
-        return 0
-    except _Interrupted as exc:
-        return 128 + exc.signum
-    finally:
-        for sig in previous:  # a second signal must not cut the cleanup short
-            signal.signal(sig, signal.SIG_IGN)
-        stop_all(servers)
-        if ready_file is not None:
-            with contextlib.suppress(FileNotFoundError):
-                ready_file.unlink()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        with unwind_on((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+            servers = build_servers(cfg, extra_args=extra_args)
+            try:
+                endpoints = start_all(servers)
+                if ready_file is not None:
+                    write_ready_file(ready_file, endpoints)
+                on_ready(endpoints)
+                while not stop.wait(1.0):
+                    dead = [s for s in servers if s.backend != "endpoint" and not s.alive()]
+                    if dead:
+                        raise TeacherStartError(
+                            f"{dead[0].backend} teacher exited unexpectedly (code "
+                            f"{dead[0].proc.returncode if dead[0].proc else '?'}); log: {dead[0].log_path}"
+                            f"\n{dead[0].log_tail()}")
+                return 0
+            finally:
+                stop_all(servers)
+                if ready_file is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        ready_file.unlink()
+    except Interrupted as exc:
+        return exc.exit_code

@@ -26,18 +26,12 @@ from typing import ClassVar, Mapping, Sequence
 
 import httpx
 
-from sdg.errors import SdgError
+from sdg.errors import TeacherStartError
 
 STOP_GRACE_S = 15.0
 PORT_IN_USE = "its port is already in use"
 PORT_RETRIES = 3
 LOG_TAIL_LINES = 25
-
-
-class TeacherStartError(SdgError):
-    """A teacher server did not become ready; the message carries the reason and its log's last lines."""
-
-    reason: str = ""
 
 
 class ServerState(enum.Enum):

@@ -1,6 +1,7 @@
 """What a Slurm job runs where, as pure functions: config in, immutable plans out, no I/O.
 
-- `node_plan`: the teacher replicas one node runs (its GPUs split by tensor parallelism);
+- `node_teacher`: the teacher config one node serves (`{node}` endpoints resolved); its replicas are
+  planned once by `sdg.teacher.gpus.node_plan` and handed to `serving()`;
 - `executor_parameters`: the submitit/sbatch parameters of one N-node job (unknown keys are submitit's
   own error, listing the valid ones);
 - `work_items`: the plan's pending units cut into work items (whole small leaves, slices of big ones)
@@ -15,46 +16,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sdg.config.schema import ClusterConfig, TeacherConfig
 from sdg.engine.plan import Plan
-from sdg.teacher.gpus import Replica, plan_replicas
+from sdg.teacher.gpus import NodePlan
 
 ITEMS_PER_NODE = 4  # slice_units=0: cut the pending work into about this many items per node
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    """One node's teacher: `replicas` servers, each on its GPU slice (empty slices = CPU)."""
-
-    gpus: tuple[str, ...]
-    tensor_parallel_size: int
-    replicas: tuple[Replica, ...]
-    stand_in: bool  # llama.cpp standing in for vLLM: one CPU server per planned replica
-
-    def describe(self) -> str:
-        slices = ", ".join("+".join(r.gpus) or "cpu" for r in self.replicas)
-        what = "llama.cpp stand-in" if self.stand_in else "server"
-        return (f"{len(self.gpus)} GPU(s) visible [{','.join(self.gpus)}], tensor parallel {self.tensor_parallel_size}"
-                f" -> {len(self.replicas)} {what} replica(s) [{slices}]")
-
-
-def node_plan(teacher: TeacherConfig, gpus: Sequence[str], source: str = "") -> NodePlan:
-    """Replicas for one node: visible GPUs // tensor_parallel_size (or teacher.replicas), each its slice.
-
-    vLLM gets exactly this from `build_servers`; llama.cpp (the CPU stand-in in tests and on laptops)
-    cannot do tensor parallelism, so it runs one CPU server per planned replica instead.
-    """
-    tp = teacher.tensor_parallel_size
-    stand_in = teacher.backend == "llama-cpp" and bool(gpus)
-    if teacher.backend == "endpoint":
-        return NodePlan(tuple(gpus), tp, (Replica(0, ()),), False)
-    replicas = plan_replicas(gpus, tp, teacher.replicas, source, cpu_ok=not gpus)
-    return NodePlan(tuple(gpus), tp, replicas, stand_in)
 
 
 NODE_PLACEHOLDER = "{node}"
 
 
-def serving_teacher(teacher: TeacherConfig, plan: NodePlan, node_host: str = "") -> TeacherConfig:
-    """The teacher config one node hands to `serving()`, with the node plan applied.
+def node_teacher(teacher: TeacherConfig, node_host: str = "") -> TeacherConfig:
+    """The teacher config one node hands to `serving()` (with its NodePlan).
 
     backend=endpoint with `{node}` in teacher.endpoint_url (`http://{node}:8000/v1`): every node uses
     the server already running on itself (a site service per node), so work stays on its node."""
@@ -62,8 +33,6 @@ def serving_teacher(teacher: TeacherConfig, plan: NodePlan, node_host: str = "")
 
     if teacher.backend == "endpoint" and teacher.endpoint_url and NODE_PLACEHOLDER in teacher.endpoint_url:
         return replace(teacher, endpoint_url=teacher.endpoint_url.replace(NODE_PLACEHOLDER, node_host or "127.0.0.1"))
-    if teacher.backend == "llama-cpp":
-        return replace(teacher, tensor_parallel_size=1, replicas=len(plan.replicas))
     return teacher
 
 

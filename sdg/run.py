@@ -1,0 +1,391 @@
+"""One generate run, in one place: `prepare(cfg) -> Run`, `execute(run, executor)`, `finish(run)`.
+
+    prepare   changed leaves -> validated, typed leaves (documents fetched, chunked) -> plan -> pipelines
+              -> estimate -> the run's fingerprint (what a resume must find unchanged). No teacher yet.
+    execute   the run folder (resume the unfinished one with this fingerprint, or a new one), the units
+              already journaled, then the executor runs the rest:
+                LocalExecutor  one asyncio engine against this machine's teacher (started here or given)
+                RayExecutor    (sdg.launch.ray_executor) work items to one worker per Slurm node
+    finish    journals -> InstructLab outputs, quality report, manifest; run.json complete or not
+
+`generate(cfg)` is the three in a row; a local `sdg data generate`, a sweep's combination and node 0 of
+a Slurm job all call it (the job passes its RayExecutor), so a run started anywhere resumes anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol
+
+from omegaconf import OmegaConf
+
+from sdg import __version__
+from sdg.config.schema import SdgConfig, TeacherConfig
+from sdg.engine.journal import JournalStore
+from sdg.engine.plan import LeafPlan, Plan, make_plan, run_fingerprint
+from sdg.engine.progress import Progress, fmt_duration
+from sdg.engine.rundir import RunDir, RunState, choose_run_dir, write_state
+from sdg.engine.stats import RunStats
+from sdg.errors import NothingToGenerate, SdgError, ValidationFailed
+from sdg.output.reports import LeafQuality, Manifest, ManifestCounts, ManifestLeaf, write_manifest, write_quality_report
+from sdg.taxonomy.leaves import KnowledgeLeaf, Leaf, leaf_from, with_chunks
+
+Log = Callable[[str], None]
+SECRET = "***"
+
+
+# --- prepare ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a plan will cost: the most requests and output tokens its pipelines can send."""
+
+    plan: Plan
+    requests: int
+    output_tokens: int
+    estimate_s: float | None
+    by_kind: Mapping[str, int]
+
+    def describe(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.by_kind.items()))
+        eta = fmt_duration(self.estimate_s) if self.estimate_s else "unknown (set teacher.throughput_tok_s)"
+        return (f"plan: {len(self.plan.leaves)} leaves ({kinds}); {self.plan.units} units; target "
+                f"{self.plan.target_samples} samples (scale factor {self.plan.scale}); at most {self.requests} "
+                f"requests and {self.output_tokens} output tokens; estimated time {eta}")
+
+
+@dataclass
+class Run:
+    """A prepared run; `execute` gives it a folder and stats, `finish` writes what it made."""
+
+    cfg: SdgConfig
+    plan: Plan
+    pipelines: Mapping[str, Any]
+    estimate: DryRun
+    fingerprint: str
+    components: dict[str, Any]  # what the fingerprint is made of (named in a conflict message)
+    started: float
+    folder: RunDir | None = None
+    state: RunState | None = None
+    stats: RunStats = field(default_factory=RunStats)
+    executor: dict[str, Any] = field(default_factory=dict)  # the executor's own description
+
+
+def select_leaves(cfg: SdgConfig, *, log: Log) -> list[Leaf]:
+    """Changed leaves of the taxonomy, validated and typed, knowledge ones with their chunks."""
+    from sdg.taxonomy.api import diff_taxonomy
+
+    root = Path(cfg.taxonomy.path).expanduser()
+    if not root.exists():
+        raise SdgError(f"no taxonomy at {root}: create the example one with `sdg taxonomy init`, clone yours "
+                       "with `sdg taxonomy init --repository URL`, or pass --taxonomy-path DIR")
+    report = diff_taxonomy(cfg)
+    for note in report.diff.notes:
+        log(f"note: {note}")
+    if not report.ok:
+        raise ValidationFailed(f"{report.validation.errors} errors in the taxonomy; nothing was generated",
+                               list(report.validation.findings))
+    if not report.diff.changed:
+        raise NothingToGenerate(f"no new or changed leaves in {root} against '{report.diff.base}'; commit "
+                                "changes on a branch, or pass --taxonomy-base empty to generate for every leaf")
+    leaves = [leaf_from(r) for r in report.validation.files]
+    docs = cfg.taxonomy.documents
+    return [with_chunks(leaf, Path(docs.cache_dir), docs.chunk_tokens, docs.chunk_overlap_tokens)
+            if isinstance(leaf, KnowledgeLeaf) else leaf for leaf in leaves]
+
+
+def load_pipelines(cfg: SdgConfig, kinds: set[str]) -> dict[str, Any]:
+    from sdg.pipeline.loader import load_pipeline
+
+    return {kind: load_pipeline(cfg.pipeline.name, kind) for kind in sorted(kinds)}
+
+
+def estimate(plan: Plan, pipelines: Mapping[str, Any], teacher: TeacherConfig) -> DryRun:
+    requests = tokens = 0
+    by_kind: dict[str, int] = {}
+    for lp in plan.leaves:
+        p = pipelines[lp.kind]
+        by_kind[lp.leaf.kind] = by_kind.get(lp.leaf.kind, 0) + 1
+        for share in lp.shares:
+            requests += len(lp.inputs) * p.max_requests_per_unit(share)
+            tokens += len(lp.inputs) * p.max_output_tokens_per_unit(share)
+    seconds = tokens / teacher.throughput_tok_s if teacher.throughput_tok_s else None
+    return DryRun(plan, requests, tokens, seconds, by_kind)
+
+
+def prepare(cfg: SdgConfig, *, log: Log = print) -> Run:
+    """Changed leaves -> plan -> pipelines -> estimate (logged) -> run fingerprint. Starts no teacher."""
+    started = time.time()
+    leaves = select_leaves(cfg, log=log)
+    plan = make_plan(leaves, scale=cfg.pipeline.sdg_scale_factor, samples_per_unit=cfg.pipeline.samples_per_unit,
+                     seed=cfg.generate.seed)
+    pipelines = load_pipelines(cfg, {lp.kind for lp in plan.leaves})
+    dry = estimate(plan, pipelines, cfg.teacher)
+    log(dry.describe())
+    # What shapes the data, not where it is served: a restarted server or a requeued job on a new port resumes.
+    teacher_id = {"name": cfg.teacher.name, "model": cfg.teacher.model, "served_model_name": cfg.teacher.served_model_name,
+                  "max_tokens": cfg.teacher.max_tokens}
+    fps = {k: p.fingerprint for k, p in pipelines.items()}
+    components = {"leaves": {lp.leaf.id: lp.fingerprint for lp in plan.leaves}, "pipelines": fps, "teacher": teacher_id,
+                  "scale": plan.scale, "samples_per_unit": plan.samples_per_unit, "seed": plan.seed}
+    return Run(cfg, plan, pipelines, dry, run_fingerprint(plan, fps, teacher_id), components, started)
+
+
+# --- execute ------------------------------------------------------------------------------------------
+
+class Executor(Protocol):
+    """Where a run's pending units run. It journals every finished unit under `run.folder.journal_dir`
+    and reports each to `progress`; it returns what it ran (the driver merges its workers' stats)."""
+
+    def execute(self, run: Run, done: Mapping[str, set[str]], progress: Progress) -> RunStats: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def done_units(plan: Plan, journals: JournalStore) -> dict[str, set[str]]:
+    """Unit ids already done, by leaf id (what a resume skips)."""
+    return {lp.leaf.id: {r.unit for r in journals.load(lp.leaf.name) if r.status == "done"} for lp in plan.leaves}
+
+
+def _progress(cfg: SdgConfig, plan: Plan) -> Progress:
+    mode = cfg.generate.progress
+    if mode == "auto":
+        mode = "bar" if sys.stderr.isatty() else "log"
+    return Progress(plan.units, {lp.leaf.id: lp.units for lp in plan.leaves}, mode=mode,
+                    interval_s=cfg.generate.progress_interval_s)
+
+
+def execute(run: Run, executor: Executor, *, log: Log = print) -> RunStats:
+    """Open the run folder (resume or new, marked running), then let `executor` run the pending units."""
+    cfg = run.cfg
+    run.folder = choose_run_dir(Path(cfg.generate.output_dir).expanduser(), run.fingerprint, run.components,
+                                resume=cfg.generate.resume)
+    log(f"{'resuming' if run.folder.resumed else 'writing'} run {run.folder.path}")
+    run.state = RunState(run.fingerprint, run.folder.stamp, "running", run.components, run.started,
+                         executor=executor.describe())
+    write_state(run.folder, run.state)
+    reader = JournalStore(run.folder.journal_dir)
+    try:
+        done = done_units(run.plan, reader)
+    finally:
+        reader.close()
+    progress = _progress(cfg, run.plan)
+    try:
+        run.stats = executor.execute(run, done, progress)
+    finally:
+        progress.close()
+        run.executor = executor.describe()
+    run.stats.units_resumed = sum(len(v) for v in done.values())
+    return run.stats
+
+
+class LocalExecutor:
+    """One asyncio engine on this machine against the configured teacher (started here and always stopped,
+    or an endpoint that is checked). SIGTERM unwinds it like Ctrl-C: servers stop, journals close."""
+
+    def execute(self, run: Run, done: Mapping[str, set[str]], progress: Progress) -> RunStats:
+        from sdg.engine.runner import run_plan
+        from sdg.engine.session import engine_session
+        from sdg.signals import unwind_on
+        from sdg.teacher.serve import serving
+
+        assert run.folder is not None
+        journals = JournalStore(run.folder.journal_dir)
+
+        async def engine(endpoints: list[Any]) -> RunStats:
+            async with engine_session(run.cfg, endpoints) as s:
+                return await run_plan(run.plan, run.pipelines, s.chat, journals, done=done, workers=s.workers,
+                                      progress=progress, breaker=s.breaker)
+
+        try:
+            with unwind_on(), serving(run.cfg.teacher) as endpoints:
+                return asyncio.run(engine(endpoints))
+        finally:
+            journals.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local"}
+
+
+# --- finish -------------------------------------------------------------------------------------------
+
+class JournalRows(Mapping[str, list[dict]]):
+    """Generated rows by leaf id, read from the leaf's journals when asked for: the output writers take one
+    leaf at a time, so a 100k-unit run never holds every row in memory at once."""
+
+    def __init__(self, plan: Plan, journals: JournalStore) -> None:
+        self._plan, self._journals = plan, journals
+        self._leaves = {lp.leaf.id: lp for lp in plan.leaves}
+
+    def __getitem__(self, leaf_id: str) -> list[dict]:
+        return _leaf_rows(self._leaves[leaf_id], self._plan.seed, self._journals)[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._leaves)
+
+    def __len__(self) -> int:
+        return len(self._leaves)
+
+
+def _leaf_rows(lp: LeafPlan, seed: int, journals: JournalStore) -> tuple[list[dict], LeafQuality]:
+    """A leaf's kept rows in plan order (deterministic) and its quality counts."""
+    records = {r.unit: r for r in journals.load(lp.leaf.name)}
+    out: list[dict] = []
+    q = LeafQuality(kind=lp.leaf.kind, units=lp.units, target=lp.target_samples)
+    for unit in lp.iter_units(seed):
+        rec = records.get(unit.id)
+        if rec is None:
+            continue
+        q.generated += rec.generated
+        q.requests += rec.requests
+        q.completion_tokens += rec.completion_tokens
+        for reason, n in rec.dropped.items():
+            q.dropped[reason] = q.dropped.get(reason, 0) + n
+        if rec.status != "done":
+            q.failed_units += 1
+            continue
+        out.extend({**row, "_unit_id": unit.id} for row in rec.rows)
+    q.kept = len(out)
+    return out, q
+
+
+def collect_rows(plan: Plan, journals: JournalStore) -> tuple[JournalRows, dict[str, LeafQuality]]:
+    """Rows by leaf id (lazy: read again per leaf when the writers ask) and per-leaf quality counts."""
+    quality = {lp.leaf.id: _leaf_rows(lp, plan.seed, journals)[1] for lp in plan.leaves}
+    return JournalRows(plan, journals), quality
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A finished run in a few numbers: what node 0 of a Slurm job returns and a sweep records."""
+
+    run_dir: str
+    complete: bool
+    units: int
+    units_run: int
+    units_resumed: int
+    units_failed: int
+    kept: int
+    elapsed_s: float
+    executor: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerateResult:
+    plan: Plan
+    dry_run: DryRun | None = None
+    run_dir: Path | None = None
+    stats: RunStats | None = None
+    outputs: Any = None
+    complete: bool = False
+    warnings: list[str] = field(default_factory=list)
+    quality: Mapping[str, LeafQuality] = field(default_factory=dict)  # per leaf id: quality_report.json
+    executor: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0
+
+    def summary(self) -> RunSummary:
+        stats = self.stats or RunStats()
+        return RunSummary(str(self.run_dir), self.complete, self.plan.units, stats.units_done, stats.units_resumed,
+                          sum(q.failed_units for q in self.quality.values()), sum(q.kept for q in self.quality.values()),
+                          time.time() - self.started, dict(self.executor))
+
+
+def finish(run: Run, *, log: Log = print) -> GenerateResult:
+    """Journals -> InstructLab outputs, quality report and manifest; run.json complete or incomplete."""
+    from sdg.output.instructlab import write_outputs
+
+    assert run.folder is not None and run.state is not None, "finish() needs an executed run"
+    cfg, plan, folder = run.cfg, run.plan, run.folder
+    result = GenerateResult(plan, run.estimate, folder.path, run.stats, executor=run.executor, started=run.started)
+    journals = JournalStore(folder.journal_dir)
+    try:
+        rows, quality = collect_rows(plan, journals)
+        result.quality = quality
+        result.outputs = write_outputs(folder.path, folder.stamp, [lp.leaf for lp in plan.leaves], rows,
+                                       system_prompt=cfg.generate.system_prompt, seed=cfg.generate.seed)
+    finally:
+        journals.close()
+    failed = sum(q.failed_units for q in quality.values())
+    result.complete = failed == 0
+    write_quality_report(folder.path, quality)
+    write_manifest(folder.path, _manifest(run, quality))
+    run.state.status = "complete" if result.complete else "incomplete"
+    run.state.finished = time.time()
+    run.state.executor = run.executor
+    write_state(folder, run.state)
+    if failed:
+        result.warnings.append(f"{failed} units failed (teacher errors; see quality_report.json): run the same "
+                               "command again to retry just those")
+    s = run.stats
+    log(f"{run.state.status}: {result.summary().kept} samples from {plan.units} units in {folder.path} "
+        f"({s.units_done} run now, {s.units_resumed} resumed, {failed} failed)")
+    return result
+
+
+def generate(cfg: SdgConfig, *, executor: Executor | None = None, log: Log = print) -> GenerateResult:
+    """Run (or resume, or dry-run) a generation for the taxonomy's changed leaves: the one path every
+    caller takes (local CLI, sweeps, Slurm node 0 with its RayExecutor, Python)."""
+    run = prepare(cfg, log=log)
+    if cfg.generate.dry_run:
+        return GenerateResult(run.plan, run.estimate, started=run.started)
+    execute(run, executor or LocalExecutor(), log=log)
+    return finish(run, log=log)
+
+
+# --- the manifest -------------------------------------------------------------------------------------
+
+def _git_commit(root: Path) -> dict[str, Any]:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=30)
+        return {"commit": head.stdout.strip() or None, "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"sdg": __version__, "python": platform.python_version()}
+    for dist in ("hydra-core", "omegaconf", "aiohttp", "httpx", "xllamacpp", "instructlab-schema", "vllm", "ray",
+                 "submitit"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[dist] = md.version(dist)
+    return out
+
+
+def _public_config(cfg: SdgConfig) -> dict[str, Any]:
+    data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    if isinstance(data, dict) and data.get("teacher", {}).get("api_key"):
+        data["teacher"]["api_key"] = SECRET
+    return data  # type: ignore[return-value]
+
+
+def _manifest(run: Run, quality: Mapping[str, LeafQuality]) -> Manifest:
+    cfg, plan, stats, folder = run.cfg, run.plan, run.stats, run.folder
+    assert folder is not None
+    t = cfg.teacher
+    return Manifest(
+        sdg_version=__version__, run_dir=str(folder.path), stamp=folder.stamp, resumed=folder.resumed,
+        taxonomy={"path": cfg.taxonomy.path, "base": cfg.taxonomy.base, **_git_commit(Path(cfg.taxonomy.path))},
+        leaves=[ManifestLeaf(lp.leaf.id, lp.leaf.name, lp.leaf.kind, lp.leaf.path, lp.fingerprint, lp.units,
+                             lp.target_samples, quality[lp.leaf.id].kept) for lp in plan.leaves],
+        teacher={"name": t.name, "backend": t.backend, "model": t.model, "served_model_name": t.served_model_name},
+        pipeline={"name": cfg.pipeline.name, "fingerprints": {k: p.fingerprint for k, p in run.pipelines.items()},
+                  "scale_factor": plan.scale, "samples_per_unit": plan.samples_per_unit},
+        seed=plan.seed, executor=dict(run.executor), config=_public_config(cfg), versions=_versions(),
+        counts=ManifestCounts(
+            units=plan.units, units_run=stats.units_done, units_resumed=stats.units_resumed,
+            units_failed=stats.units_failed, target_samples=plan.target_samples,
+            generated=sum(q.generated for q in quality.values()), kept=sum(q.kept for q in quality.values()),
+            requests=stats.requests, prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens),
+        timings={"started": run.started, "finished": time.time(), "engine_s": stats.elapsed_s,
+                 "output_tok_s": stats.completion_tokens / stats.elapsed_s if stats.elapsed_s else 0.0},
+        errors=dict(stats.errors))
