@@ -6,8 +6,9 @@ measuring instrument (not a model, not a mock of sdg): a minimal asyncio HTTP/1.
 process, pinned to CPU 1 where there is one, that answers POST /v1/chat/completions at once with a
 valid chat completion whose content is five parseable `Question: ...\\nAnswer: ...` pairs (about the
 length of a real 256-token reply) and usage numbers. Everything on the engine side is real: the
-packaged pipelines from `load_pipeline` (simple by default), `TeacherClient` over aiohttp, `run_plan` with
-an `ErrorBreaker`, a `JournalStore` in a temp dir, `Progress(mode="none")`, on a synthetic plan of N
+packaged pipelines from `load_pipeline` (simple by default), the engine's own `engine_session` (the
+`TeacherClient` over aiohttp, the `teacher.max_tokens` cap, the `ErrorBreaker`), `run_plan`, a
+`JournalStore` in a temp dir, `Progress(mode="none")`, on a synthetic plan of N
 units over leaves of every kind (freeform, grounded, foundational skills and knowledge leaves with
 chunks) built directly from `sdg.taxonomy.leaves` records and `make_plan`. The engine process is pinned
 to CPU 0. Since the teacher takes no time, the run's rate is the engine's own ceiling: units/s and
@@ -107,7 +108,8 @@ def synthetic_leaves(per_kind: int = 10, chunks: int = 2) -> list[Any]:
 
 def synthetic_plan(units: int, *, per_kind: int = 10, chunks: int = 2, samples_per_unit: int = 5) -> tuple[Any, Iterator[Any]]:
     """A plan with at least `units` units and an iterator over exactly `units` of them (round robin over leaves)."""
-    from sdg.engine.plan import input_rows, make_plan
+    from sdg.engine.plan import make_plan
+    from sdg.pipeline.inputs import input_rows
 
     leaves = synthetic_leaves(per_kind, chunks)
     inputs = sum(len(input_rows(leaf)) for leaf in leaves)
@@ -122,33 +124,52 @@ def synthetic_plan(units: int, *, per_kind: int = 10, chunks: int = 2, samples_p
 
 
 def load_pipelines(name: str = "simple") -> dict[str, Any]:
-    from sdg.engine.plan import PIPELINE_KINDS
+    """Every kind's packaged pipeline (`sdg.run.load_pipelines` takes a config and the plan's kinds)."""
+    from sdg.pipeline.inputs import KINDS
     from sdg.pipeline.loader import load_pipeline
 
-    return {kind: load_pipeline(name, kind) for kind in PIPELINE_KINDS}
+    return {kind: load_pipeline(name, kind) for kind in KINDS}
+
+
+def engine_config(concurrency: int, max_tokens: int = 256) -> Any:
+    """The config fields `engine_session` reads, as a run against an endpoint with generate.max_concurrency =
+    `concurrency` and teacher.max_tokens = `max_tokens` would have them (every other field at its default:
+    the client's timeout and retries, the breaker's limit and window). Built directly, not through Hydra,
+    so the engine child's memory baseline holds no config composer."""
+    from sdg.config.schema import GenerateConfig, SdgConfig, TeacherConfig
+
+    return SdgConfig(teacher=TeacherConfig(backend="endpoint", served_model_name="teacher", max_tokens=max_tokens),
+                     generate=GenerateConfig(max_concurrency=concurrency, progress="none"))
+
+
+def engine_progress(plan: Any, n_units: int) -> Any:
+    """A silent `Progress` as `sdg.run` makes one: the units to run and every leaf's units (by leaf id)."""
+    from sdg.engine.progress import Progress
+
+    return Progress(n_units, {lp.leaf.id: lp.units for lp in plan.leaves}, mode="none")
 
 
 async def run_engine(base_url: str, plan: Any, units: Iterator[Any], n_units: int, pipelines: dict[str, Any],
                      journal_dir: Path, *, concurrency: int, max_tokens: int = 256,
                      on_start: Any = None, progress: Any = None) -> Any:
-    """What `sdg.engine.generate._run` does, against `base_url`: a TeacherClient, the chat cap, run_plan."""
+    """What `sdg.run.LocalExecutor` does, against `base_url` (an endpoint it did not start): the engine's own
+    `engine_session` (client over the endpoint with `concurrency` in flight, the max_tokens cap, the error
+    breaker; workers = in flight per server x servers) and `run_plan` over `units`."""
     from sdg.engine.journal import JournalStore
-    from sdg.engine.progress import Progress
-    from sdg.engine.runner import ErrorBreaker, run_plan
-    from sdg.teacher.client import Endpoint, TeacherClient
+    from sdg.engine.runner import run_plan
+    from sdg.engine.session import engine_session
+    from sdg.teacher.server import ServedEndpoint
 
+    endpoint = ServedEndpoint(base_url=base_url, model="teacher", api_key=None, backend="endpoint", gpus=(),
+                              log_path=None, pid=None)
     journals = JournalStore(journal_dir)
-    progress = progress or Progress(n_units, len(plan.leaves), mode="none")
+    progress = progress or engine_progress(plan, n_units)
     try:
-        async with TeacherClient([Endpoint(base_url, "teacher", max_in_flight=concurrency, name="stand-in-0")]) as client:
-            async def chat(messages: list[dict], *, max_tokens: int, **kw: Any) -> Any:
-                return await client.chat(messages, max_tokens=min(max_tokens, cap), **kw)
-
-            cap = max_tokens
+        async with engine_session(engine_config(concurrency, max_tokens), [endpoint], label="stand-in-") as s:
             if on_start is not None:
                 on_start()
-            return await run_plan(plan, pipelines, chat, journals, done={}, workers=concurrency, progress=progress,
-                                  breaker=ErrorBreaker(), units=units)
+            return await run_plan(plan, pipelines, s.chat, journals, done={}, workers=s.workers, progress=progress,
+                                  breaker=s.breaker, units=units)
     finally:
         progress.close()
         journals.close()
@@ -283,6 +304,8 @@ _COMPONENTS = (  # (label, substring of the file path or function label), first 
     ("sdg.engine.runner", "sdg/engine/runner.py"),
     ("sdg.engine.plan (iter_units, digests)", "sdg/engine/plan.py"),
     ("sdg.engine.progress", "sdg/engine/progress.py"),
+    ("sdg.engine.stats (RunStats.add_unit)", "sdg/engine/stats.py"),
+    ("sdg.engine.session (the capped chat)", "sdg/engine/session.py"),
     ("sdg.teacher.client", "sdg/teacher/client.py"),
     ("aiohttp/yarl/multidict", "/aiohttp/"),
     ("aiohttp/yarl/multidict", "/yarl/"),
@@ -341,6 +364,7 @@ KEY_COSTS = (
     ("plan iter_units (sha256 of JSON per unit, row copy)", "sdg/engine/plan.py", "iter_units"),
     ("Progress.unit_done", "sdg/engine/progress.py", "unit_done"),
     ("ErrorBreaker.observe", "sdg/engine/runner.py", "observe"),
+    ("RunStats.add_unit", "sdg/engine/stats.py", "add_unit"),
 )
 
 

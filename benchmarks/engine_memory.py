@@ -5,11 +5,12 @@ A program that prints figures, not a test. The teacher is bench_common.py's `Zer
 (a zero-latency measuring instrument in its own process, pinned to CPU 1), so the runs are short and
 only the engine's own memory is measured. Each size runs in a fresh child process (pinned to CPU 0) that
 builds a synthetic plan over every leaf kind, loads the packaged simple pipelines and runs `run_plan`
-with a real `TeacherClient`, `JournalStore` (temp dir) and `Progress(mode="none")`, exactly as
-dispatch_ceiling.py does. The child reads /proc/self/status: VmRSS after start-up (imports, plan,
-pipelines: the baseline), VmRSS sampled every 0.25 s during the run (with the units done), and VmHWM
-(the peak) at the end. Printed per size: baseline, peak, peak - baseline, RSS at 10 %, 50 % and 100 %
-of the units and the growth per 10k units after the first 10 %; then the difference of the peaks.
+inside the engine's own `engine_session` (a real `TeacherClient`), with a `JournalStore` (temp dir) and
+`Progress(mode="none")`, exactly as dispatch_ceiling.py does. The child reads /proc/self/status: VmRSS
+after start-up (imports, plan, pipelines: the baseline), VmRSS sampled every 0.25 s during the run (with
+the units done), and VmHWM (the peak) at the end. Printed per size: baseline, peak, peak - baseline, RSS
+at 10 %, 50 % and 100 % of the units and the growth per 10k units after the first 10 %; then the
+difference of the peaks.
 
 With --with-collect the child then also runs generate's next step, `collect_rows` + `write_outputs`
 (quality counts, then every InstructLab file, one leaf's rows in memory at a time), and prints that peak
@@ -47,12 +48,11 @@ TARGET_MB = 100.0
 def _child(n_units: int, base_url: str, concurrency: int, cpu: int | None, trace: bool,
            with_collect: bool = False) -> dict[str, Any]:
     pinned = pin_to(cpu)
-    from dispatch_ceiling import load_pipelines, run_engine, synthetic_plan
-    from sdg.engine.progress import Progress
+    from dispatch_ceiling import engine_progress, load_pipelines, run_engine, synthetic_plan
 
     pipelines = load_pipelines("simple")
     plan, units = synthetic_plan(n_units)
-    progress = Progress(n_units, len(plan.leaves), mode="none")
+    progress = engine_progress(plan, n_units)
     baseline = proc_status()
     samples: list[tuple[float, int, int]] = []  # (seconds, units done, VmRSS bytes)
     snaps: dict[str, Any] = {}
@@ -86,15 +86,19 @@ def _child(n_units: int, base_url: str, concurrency: int, cpu: int | None, trace
         journal_bytes = sum(p.stat().st_size for p in Path(tmp).rglob("*.jsonl"))
         end = proc_status()
         collect = None
-        if with_collect:  # what generate() does next: journals -> quality counts -> InstructLab files, leaf by leaf
-            from sdg.engine.generate import collect_rows
+        if with_collect:  # sdg.run.finish's first step: journals -> quality counts -> InstructLab files, leaf by leaf
             from sdg.engine.journal import JournalStore
             from sdg.output.instructlab import write_outputs
+            from sdg.run import collect_rows
 
             t0 = time.monotonic()
-            rows, _quality = collect_rows(plan, JournalStore(Path(tmp)))
-            files = write_outputs(Path(tmp) / "out", "bench", [lp.leaf for lp in plan.leaves], rows,
-                                  system_prompt="You are a helpful assistant.", seed=42)
+            journals = JournalStore(Path(tmp))
+            try:  # rows: by leaf id, read again per leaf when the writers ask; _quality: LeafQuality by leaf id
+                rows, _quality = collect_rows(plan, journals)
+                files = write_outputs(Path(tmp) / "out", "bench", [lp.leaf for lp in plan.leaves], rows,
+                                      system_prompt="You are a helpful assistant.", seed=42)
+            finally:
+                journals.close()
             after = proc_status()
             collect = {"rows": files.train_rows, "s": time.monotonic() - t0,
                        "peak_rss": after.get("VmHWM", 0), "rss": after.get("VmRSS", 0)}

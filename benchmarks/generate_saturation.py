@@ -7,7 +7,7 @@ profits from prompt prefixes another left in the server's slots; or `--endpoint-
 
 (a) the teacher's saturated output tok/s, measured with `teacher_saturation.measure_saturation` (a fixed
     generation prompt, max_tokens 256, concurrency 1, 2, 4, ... until it stops rising);
-(b) a real `sdg.engine.generate.generate(cfg)` on the example taxonomy (`init_taxonomy` in a temp dir,
+(b) a real `sdg.run.generate(cfg)` on the example taxonomy (`init_taxonomy` in a temp dir,
     `taxonomy.base=empty`, simple pipeline, the smallest scale factor (a multiple of 5) giving at least
     `--min-units` units, the same server as an endpoint, teacher.max_tokens 256, generate.max_concurrency =
     the concurrency that saturated the teacher in (a), or `--engine-concurrency 2x-slots` / N);
@@ -87,7 +87,7 @@ def overrides(tmp: Path, taxonomy: Path, base_url: str, *, scale: int, concurren
 def pick_scale(tmp: Path, taxonomy: Path, base_url: str, min_units: int, **kw: Any) -> tuple[int, int]:
     """The smallest scale factor (a multiple of samples_per_unit=5) whose plan has >= min_units units."""
     from sdg.config.compose import compose_config, to_object
-    from sdg.engine.generate import generate
+    from sdg.run import generate
 
     scale = 5
     while True:
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             conc = int(args.engine_concurrency)
         from sdg.config.compose import compose_config, to_object
-        from sdg.engine.generate import generate
+        from sdg.run import generate
         from sdg.taxonomy.init import init_taxonomy
 
         taxonomy = init_taxonomy(tmp / "taxonomy").path
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         # (c) the same requests the engine sent, through a plain httpx client at the same concurrency
         replay = None
         if not args.no_replay:
-            from sdg.engine.generate import load_pipelines
+            from sdg.run import load_pipelines
 
             pipelines = load_pipelines(cfg, {lp.kind for lp in result.plan.leaves})
             bodies = engine_requests(result.plan, pipelines, cfg.teacher.max_tokens)

@@ -88,14 +88,14 @@ def run_once(tmp: Path, taxonomy: Path, nodes: int, port: int, api_key: str, arg
     ]))
     t0 = time.monotonic()
     job = submit(cfg, log=lambda m: None)
-    summary = result(job)
+    summary = result(job)  # node 0's sdg.run.RunSummary; the Ray executor's description holds the per-node shares
     wall = time.monotonic() - t0
-    manifest = json.loads((Path(summary["run_dir"]) / "manifest.json").read_text())
+    manifest = json.loads((Path(summary.run_dir) / "manifest.json").read_text())
     engine_s = manifest["timings"]["engine_s"]
     requests = manifest["counts"]["requests"]
-    return {"nodes": nodes, "units": summary["units"], "requests": requests, "engine_s": engine_s,
-            "req_s": requests / engine_s, "wall_s": wall, "per_node": summary["per_node"],
-            "complete": summary["complete"], "job_id": job.job_id}
+    return {"nodes": nodes, "units": summary.units, "requests": requests, "engine_s": engine_s,
+            "req_s": requests / engine_s, "wall_s": wall, "per_node": summary.executor.get("per_node", {}),
+            "complete": summary.complete, "job_id": job.job_id}
 
 
 def main(argv: list[str] | None = None) -> int:

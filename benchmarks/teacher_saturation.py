@@ -271,10 +271,12 @@ def format_summary(res: dict[str, Any]) -> str:
 def embedded_teacher(*, n_parallel: int = 4, n_threads: int = 2, context_length: int = 4096,
                      log_dir: Path | None = None) -> Iterator[Any]:
     """The embedded SmolLM2 on llama.cpp, started here and always stopped; yields its ServedEndpoint."""
+    from sdg.config.compose import compose_config, to_object
     from sdg.teacher.backends import LlamaCppServer
     from sdg.teacher.models import embedded_gguf
 
-    gguf = embedded_gguf(Path("~/.cache/instructlab/models"))
+    # the model cache the product uses with no overrides (teacher.model_dir: InstructLab's, XDG_CACHE_HOME-aware)
+    gguf = embedded_gguf(Path(to_object(compose_config([])).teacher.model_dir).expanduser())
     with contextlib.ExitStack() as stack:
         if log_dir is None:
             log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sdg-bench-teacher-")))

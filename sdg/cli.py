@@ -11,7 +11,6 @@ import argparse
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,6 +39,7 @@ class Verb:
     extra: Callable[[argparse.ArgumentParser], None] | None = None
     # flags whose meaning depends on other flags map to overrides here
     to_overrides: Callable[[argparse.Namespace, list[str]], list[str]] | None = None
+    hidden: bool = False  # not listed in `sdg NOUN --help` (`sdg NOUN VERB --help` still works)
 
 
 TAXONOMY_PATH = Flag(("--taxonomy-path",), "taxonomy.path", "taxonomy directory (default: InstructLab's)", "DIR")
@@ -48,6 +48,11 @@ MODEL_DIR = Flag(("--model-dir",), "teacher.model_dir", "model cache (default: I
 JOB_FLAGS = (Flag(("--output-dir",), "generate.output_dir", "the submit's output dir (jobs are in its slurm_jobs/)", "DIR"),
              Flag(("--job-dir",), "cluster.job_dir", "the submit's cluster.job_dir", "DIR"))
 YAML_RULES = Flag(("--yaml-rules",), "taxonomy.yaml_rules", "yamllint config file replacing the default rules", "FILE")
+
+
+def _error(text: str) -> None:
+    """The one error printer: `error: ...` on stderr (also with --quiet)."""
+    print(f"error: {text}", file=sys.stderr, flush=True)
 
 
 def _out(args: argparse.Namespace, text: str = "", err: bool = False) -> None:
@@ -266,6 +271,19 @@ def run_jobs_cancel(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
+def run_jobs_node(args: argparse.Namespace, cfg) -> int:
+    """What every task of a hand-written sbatch script runs (slurm/generate.sbatch): this node's part."""
+    from sdg.launch.node import node_main
+
+    node_main(cfg, args.job_folder)
+    return 0
+
+
+def _node_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job-folder", metavar="DIR",
+                   help="the job folder every node of the job shares (default: <cluster.job_dir>/<job id>)")
+
+
 def _jobs_extra(required: bool, logs: bool = False) -> Callable[[argparse.ArgumentParser], None]:
     def extra(p: argparse.ArgumentParser) -> None:
         p.add_argument("job_id", metavar="JOB_ID", nargs=None if required else "?",
@@ -307,49 +325,19 @@ def _generate_overrides(args: argparse.Namespace, user: list[str]) -> list[str]:
 
 
 def run_generate_multirun(args: argparse.Namespace, overrides: list[str]) -> int:
-    """`-m`: Hydra's own entry sweeps the overrides, one folder per combination; locally one after
-    another, with cluster=slurm as ONE Slurm array through hydra-submitit-launcher (it waits for it)."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
+    """`-m`: the sweep (sdg.launch.sweep.run_sweep), then one line per combination."""
+    from sdg.errors import RunError
+    from sdg.launch.sweep import run_sweep
 
-    from sdg.config.compose import compose_config, to_object
-    from sdg.launch import sweep
-
-    base = to_object(compose_config([o for o in overrides if "," not in o.split("=", 1)[-1] and not o.startswith("hydra")]))
-    sweep_dir = Path(base.generate.output_dir).expanduser().absolute() / "multirun" / time.strftime("%Y-%m-%d_%H%M%S")
-    launcher: list[str] = []
-    if base.cluster.kind == "slurm" and not base.generate.dry_run:
-        sweep.check_sweepable(overrides)
-        launcher = sweep.slurm_launcher(base.cluster, sweep_dir / "slurm_jobs")
-        _out(args, f"submitting the sweep as one Slurm array ({base.cluster.nodes} node(s) per element); waiting "
-                   f"for it. Jobs: sdg jobs status --job-dir {sweep_dir / 'slurm_jobs'}", err=True)
-
-    @hydra.main(version_base=None, config_path="pkg://sdg.conf", config_name="config")
-    def job(cfg) -> None:
-        from omegaconf import OmegaConf, open_dict
-
-        with open_dict(cfg):
-            cfg.generate.output_dir = HydraConfig.get().runtime.output_dir
-        OmegaConf.resolve(cfg)
-        sweep.run_combination(to_object(cfg), HydraConfig.get().job.override_dirname or "job",
-                              log=lambda m: _out(args, m, err=True))
-
-    saved = sys.argv
-    sys.argv = ["sdg", "-m", *overrides, *launcher, f"hydra.sweep.dir={sweep_dir}"]
-    try:
-        job()
-    finally:
-        sys.argv = saved
-    results = sweep.sweep_results(sweep_dir)
+    results = run_sweep(overrides, log=lambda m: _out(args, m, err=True))
     for r in results:
         where = r.run_dir or r.output_dir
         _out(args, f"{r.status}: {r.overrides} -> {where}" + (f" (Slurm job {r.job_id})" if r.job_id else ""))
         if r.error:
-            print(f"error: {r.overrides}: {r.error}", file=sys.stderr)
+            _error(f"{r.overrides}: {r.error}")
     bad = [r for r in results if not r.ok]
     if bad or not results:
-        print(f"error: {len(bad)} of {len(results)} sweep jobs did not complete", file=sys.stderr)
-        return 1
+        raise RunError(f"{len(bad)} of {len(results)} sweep jobs did not complete")
     return 0
 
 
@@ -407,6 +395,8 @@ VERBS: tuple[Verb, ...] = (
          False, False),
         ("logs", "the last lines of a Slurm generate job's node logs", run_jobs_logs, True, True),
         ("cancel", "cancel a Slurm generate job (the same submit resumes it later)", run_jobs_cancel, True, False))),
+    Verb("jobs", "node", "run this node's part of a Slurm generate job (one task per node; what "
+         "slurm/generate.sbatch runs through srun)", run_jobs_node, (), _node_extra, hidden=True),
     Verb("data", "mix", "mix a recipe into a training file (`{id, messages, metadata, unmask}` records)", run_mix,
          (), _mix_extra),
     Verb("model", "download", "download a teacher from Hugging Face into the model cache", run_download,
@@ -444,7 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         if verb.noun not in groups:
             noun_parser = nouns.add_parser(verb.noun, help=f"{verb.noun} commands")
             groups[verb.noun] = noun_parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-        p = groups[verb.noun].add_parser(verb.name, help=verb.help, description=verb.help)
+        # A hidden verb gets no help entry: argparse then leaves it out of the noun's list (help=SUPPRESS
+        # would still list it, as "==SUPPRESS==", before Python 3.13).
+        listed = {} if verb.hidden else {"help": verb.help}
+        p = groups[verb.noun].add_parser(verb.name, description=verb.help, **listed)
         for flag in verb.flags:
             p.add_argument(*flag.names, dest=f"flag__{flag.key}", metavar=flag.metavar, help=f"{flag.help} [{flag.key}]")
         if verb.extra:
@@ -514,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return args._verb.run(args, to_object(cfg))
     except SdgError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except Interrupted as exc:
         print(f"stopped by signal {exc.signum}: finished work is kept; the same command resumes", file=sys.stderr)

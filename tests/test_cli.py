@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import git, sdg_cli, write_leaf
@@ -138,3 +141,26 @@ def test_diff_of_a_single_file(tmp_path: Path, sdg_env: dict) -> None:
     r = sdg_cli(sdg_env, "taxonomy", "diff", "--taxonomy-path", str(leaf))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split() == ["qna.yaml"]
+
+
+def test_python_dash_m_sdg_and_the_hidden_node_verb(tmp_path: Path, sdg_env: dict) -> None:
+    """`python -m sdg` is the CLI; `sdg jobs node` (what slurm/generate.sbatch runs on every node) works
+    and composes like every verb, but `sdg jobs --help` does not list it."""
+    def py_sdg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sdg", *args], env=sdg_env, capture_output=True, text=True,
+                              timeout=120)
+
+    version = py_sdg("--version")
+    assert version.returncode == 0 and version.stdout.startswith("sdg "), version.stdout + version.stderr
+    jobs = sdg_cli(sdg_env, "jobs", "--help")
+    assert jobs.returncode == 0 and "status" in jobs.stdout and "cancel" in jobs.stdout
+    listed = re.findall(r"^    (\S+)", jobs.stdout, flags=re.M)  # the verbs, not their wrapped help
+    assert listed == ["status", "logs", "cancel"], jobs.stdout
+    assert "SUPPRESS" not in jobs.stdout
+    node = sdg_cli(sdg_env, "jobs", "node", "--help")
+    assert node.returncode == 0 and "--job-folder DIR" in node.stdout, node.stdout + node.stderr
+    cfg = py_sdg("jobs", "node", "--job-folder", str(tmp_path / "job"), "cluster.nodes=3", "--cfg")
+    assert cfg.returncode == 0 and "nodes: 3" in cfg.stdout, cfg.stdout + cfg.stderr
+    typo = py_sdg("jobs", "node", "cluster.nodez=3")
+    assert typo.returncode == 2 and typo.stderr.startswith("error: unknown config key 'cluster.nodez'"), typo.stderr
+    assert "Traceback" not in typo.stderr

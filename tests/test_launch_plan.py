@@ -132,10 +132,10 @@ def test_work_items_cover_pending_units_once() -> None:
     assert {(li, units[li][i].id) for li, i in seen} == all_ids
     assert [it.size for it in items] == sorted((it.size for it in items), reverse=True)
     # done units are not handed out again; explicit slice size; a finished plan has no work
-    done = {plan.leaves[0].leaf.name: [u.id for u in units[0][:30]]}
+    done = {plan.leaves[0].leaf.id: [u.id for u in units[0][:30]]}
     rest = work_items(plan, done, nodes=2, slice_units=100)
     assert [(it.leaf, it.size) for it in rest] == [(0, 10), (1, 5)]
-    everything = {lp.leaf.name: [u.id for u in lp.iter_units(plan.seed)] for lp in plan.leaves}
+    everything = {lp.leaf.id: [u.id for u in lp.iter_units(plan.seed)] for lp in plan.leaves}
     assert work_items(plan, everything, nodes=3) == []
 
 

@@ -72,7 +72,7 @@ class WorkItem:
 
 
 def work_items(plan: Plan, done: Mapping[str, Iterable[str]], nodes: int, slice_units: int = 0) -> list[WorkItem]:
-    """The pending units (not in `done`, unit ids by leaf name) as work items, biggest leaves first.
+    """The pending units (not in `done`, unit ids by leaf id) as work items, biggest leaves first.
 
     A leaf with at most `slice_units` pending units is one item; a bigger one is cut into slices of
     `slice_units`. slice_units=0 picks ceil(pending / (nodes * ITEMS_PER_NODE)), so every node gets
@@ -80,7 +80,7 @@ def work_items(plan: Plan, done: Mapping[str, Iterable[str]], nodes: int, slice_
     """
     pending: list[tuple[int, list[int]]] = []
     for li, lp in enumerate(plan.leaves):
-        finished = set(done.get(lp.leaf.name, ()))
+        finished = set(done.get(lp.leaf.id, ()))
         idx = [i for i, u in enumerate(lp.iter_units(plan.seed)) if u.id not in finished]
         if idx:
             pending.append((li, idx))

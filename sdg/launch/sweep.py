@@ -1,7 +1,12 @@
 """Hydra multirun sweeps of `data generate`: locally one combination after another, on Slurm ONE array.
 
-With cluster=slurm the sweep goes through hydra-submitit-launcher (Hydra's own `-m` path, which the CLI
-already uses): `slurm_launcher` registers its config, built from `cluster.*`, as `hydra/launcher=sdg_slurm`;
+`run_sweep(overrides)` is the whole `sdg data generate -m`, callable from Python: it composes the base
+config (the overrides minus the real sweeps, as Hydra's own override parser tells them: `a,b`, `range()`,
+`choice()`; list and dict values such as `cluster.setup=[a,b]` stay), picks the sweep dir, runs Hydra's
+`-m` entry over the overrides and returns every combination's outcome.
+
+With cluster=slurm the sweep goes through hydra-submitit-launcher (Hydra's own `-m` path): `slurm_launcher`
+registers its config, built from the base config's `cluster.*`, as `hydra/launcher=sdg_slurm`;
 the launcher submits every combination as one element of one Slurm array (`executor.map_array`) and
 waits for them. Every task of every element runs `run_combination`: on Slurm that is `node_main` (node 0
 drives, the others serve and work), locally `generate`. Node 0 (or the local run) writes
@@ -13,9 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from sdg.config.schema import ClusterConfig, SdgConfig
 from sdg.errors import ConfigError, SdgError
@@ -40,12 +47,41 @@ class SweepJob:
     error: str | None = None
 
 
+def parse_overrides(overrides: Sequence[str]) -> list[Any]:
+    """Hydra's own reading of the overrides (`Override` objects, one per override, in order)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise ConfigError(f"invalid override: {exc}") from None
+
+
+def _is_hydra(o: Any) -> bool:
+    return o.key_or_group == "hydra" or o.is_hydra_override()
+
+
+def base_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides every combination shares: all but the real sweeps and Hydra's own (`hydra.*`,
+    `hydra/...`). A list or dict value (`cluster.setup=[a,b]`, `+cluster.additional_parameters={a: 1}`)
+    or a quoted string with a comma is one value, not a sweep, and stays."""
+    return [text for text, o in zip(overrides, parse_overrides(overrides))
+            if not o.is_sweep_override() and not _is_hydra(o)]
+
+
+def base_config(overrides: Sequence[str]) -> SdgConfig:
+    """The config a sweep's shared settings come from (output dir, cluster.*): `base_overrides` composed."""
+    from sdg.config.compose import compose_config, to_object
+
+    return to_object(compose_config(base_overrides(overrides)))
+
+
 def check_sweepable(overrides: Sequence[str]) -> None:
     """One array shares one set of sbatch parameters: cluster.* may not take several values."""
-    for o in overrides:
-        key, _, value = o.partition("=")
-        if key.lstrip("+~").split(".")[0] in ("cluster", "hydra/launcher") and "," in value:
-            raise ConfigError(f"'{o}': a Slurm sweep is one array whose elements share one set of sbatch "
+    for text, o in zip(overrides, parse_overrides(overrides)):
+        if o.is_sweep_override() and o.key_or_group.split(".")[0] in ("cluster", "hydra/launcher"):
+            raise ConfigError(f"'{text}': a Slurm sweep is one array whose elements share one set of sbatch "
                               "parameters, so cluster.* cannot be swept; run one sweep per cluster setting")
 
 
@@ -80,6 +116,9 @@ def run_combination(cfg: SdgConfig, overrides: str, *, log: Callable[[str], None
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     jid = f"{job_id}_{task}" if job_id and task else os.environ.get("SLURM_JOB_ID")
     try:
+        from sdg.config.compose import check_values
+
+        check_values(cfg)  # a swept value out of range fails this combination, with the one-line message
         if cfg.cluster.kind == "slurm" and not cfg.generate.dry_run:
             if not _in_submitit_job():
                 raise SdgError("cluster=slurm in a sweep runs inside the Slurm array (hydra/launcher=sdg_slurm)")
@@ -122,3 +161,53 @@ def sweep_results(sweep_dir: Path) -> list[SweepJob]:
         found.append(SweepJob(d, rec.get("overrides", ""), rec["status"], rec.get("run_dir"), rec.get("job_id"),
                               rec.get("error")))
     return found
+
+
+def _quote(value: str) -> str:
+    """A string as a Hydra override value: quoted, so a path with ',', '=' or ':' stays one literal value."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def run_sweep(overrides: Sequence[str], *, log: Callable[[str], None] = print) -> list[SweepJob]:
+    """`sdg data generate -m OVERRIDES`: Hydra's own multirun sweeps the overrides, one folder per
+    combination under `<generate.output_dir>/multirun/<time>/`; locally one after another, with
+    cluster=slurm as ONE Slurm array through hydra-submitit-launcher (waiting for it). Returns every
+    combination's outcome in order (an empty list if none wrote one). A combination's SdgError (an
+    out-of-range swept value included) is its failure, not an exception; a config that cannot be composed
+    raises ConfigError, and a sweep Hydra itself refuses (an unknown option in a sweep) raises SdgError
+    after Hydra has printed why."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from sdg.config.compose import to_object
+
+    overrides = list(overrides)
+    base = base_config(overrides)
+    sweep_dir = Path(base.generate.output_dir).expanduser().absolute() / "multirun" / time.strftime("%Y-%m-%d_%H%M%S")
+    launcher: list[str] = []
+    if base.cluster.kind == "slurm" and not base.generate.dry_run:
+        check_sweepable(overrides)
+        launcher = slurm_launcher(base.cluster, sweep_dir / "slurm_jobs")
+        log(f"submitting the sweep as one Slurm array ({base.cluster.nodes} node(s) per element); waiting "
+            f"for it. Jobs: sdg jobs status --job-dir {sweep_dir / 'slurm_jobs'}")
+
+    @hydra.main(version_base=None, config_path="pkg://sdg.conf", config_name="config")
+    def job(cfg) -> None:
+        from omegaconf import OmegaConf, open_dict
+
+        with open_dict(cfg):
+            cfg.generate.output_dir = HydraConfig.get().runtime.output_dir
+        OmegaConf.resolve(cfg)
+        run_combination(to_object(cfg), HydraConfig.get().job.override_dirname or "job", log=log)
+
+    saved = sys.argv
+    sys.argv = ["sdg", "-m", *overrides, *launcher, f"hydra.sweep.dir={_quote(str(sweep_dir))}"]
+    try:
+        job()
+    except SystemExit as exc:  # Hydra's run_and_report printed the reason and exits
+        if exc.code not in (0, None):
+            raise SdgError("the sweep stopped: Hydra's message is above") from None
+    finally:
+        sys.argv = saved
+    return sweep_results(sweep_dir)
