@@ -154,12 +154,13 @@ def done_units(plan: Plan, journals: JournalStore) -> dict[str, set[str]]:
     return {lp.leaf.id: {r.unit for r in journals.load(lp.leaf.name) if r.status == "done"} for lp in plan.leaves}
 
 
-def _progress(cfg: SdgConfig, plan: Plan) -> Progress:
+def _progress(cfg: SdgConfig, plan: Plan, log: Log) -> Progress:
+    """A bar on a terminal; otherwise progress lines in the run's log (a Slurm job's node 0 log too)."""
     mode = cfg.generate.progress
     if mode == "auto":
         mode = "bar" if sys.stderr.isatty() else "log"
     return Progress(plan.units, {lp.leaf.id: lp.units for lp in plan.leaves}, mode=mode,
-                    interval_s=cfg.generate.progress_interval_s)
+                    interval_s=cfg.generate.progress_interval_s, emit=log)
 
 
 def execute(run: Run, executor: Executor, *, log: Log = print) -> RunStats:
@@ -176,7 +177,7 @@ def execute(run: Run, executor: Executor, *, log: Log = print) -> RunStats:
         done = done_units(run.plan, reader)
     finally:
         reader.close()
-    progress = _progress(cfg, run.plan)
+    progress = _progress(cfg, run.plan, log)
     try:
         run.stats = executor.execute(run, done, progress)
     finally:

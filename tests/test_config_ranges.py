@@ -67,7 +67,7 @@ def test_several_bad_values_on_the_cli_are_one_line(sdg_env: dict) -> None:
     ("generate.error_window=0", "generate.error_window=0 is out of range: must be an integer >= 1"),
     ("generate.resume=sometimes", "generate.resume=sometimes is not a valid choice: must be one of auto, fresh"),
     ("generate.progress=blinky", "generate.progress=blinky is not a valid choice: must be one of auto, bar, log, none"),
-    ("generate.progress_interval_s=0", "generate.progress_interval_s=0.0 is out of range: must be a number > 0"),
+    ("generate.progress_interval_s=-1", "generate.progress_interval_s=-1.0 is out of range: must be a number >= 0"),
     ("teacher.backend=foo", "teacher.backend=foo is not a valid choice: must be one of llama-cpp, vllm, endpoint"),
     ("cluster.kind=x", "cluster.kind=x is not a valid choice: must be one of local, slurm"),
     ("cluster.nodes=0", "cluster.nodes=0 is out of range: must be an integer >= 1"),

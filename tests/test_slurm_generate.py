@@ -378,3 +378,66 @@ def test_cli_sweep_on_slurm_is_one_array_with_a_folder_per_combination(env: Path
     assert pipelines == {"simple", "full"}
     st = _sdg(env, "jobs", "status", "--job-dir", str(sweep / "slurm_jobs"))
     assert f"job {ids[0][0]}_0: COMPLETED" in st.stdout and f"job {ids[0][0]}_1: COMPLETED" in st.stdout, st.stdout
+
+
+def _journal_units(run: Path) -> dict[str, str]:
+    """unit id -> status, over every writer's journal of a run (complete lines)."""
+    units: dict[str, str] = {}
+    for path in (run / "journal").glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").split("\n")[:-1]:
+            rec = json.loads(line)
+            units[rec["unit"]] = rec["status"]
+    return units
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def test_local_and_ray_executors_run_the_same_units_and_rows(env: Path, taxonomy: Path) -> None:
+    """One run, two executors: the same config run by the Ray executor (a 2-node Slurm job) and by the local
+    executor gives the same unit ids and the same output rows. The teacher is a deterministic stand-in (the
+    same reply for the same prompt), so the rows must match exactly. `taxonomy.base` is left unset in both:
+    the example taxonomy has no origin/main, so both list every leaf and say so. Node 0 prints the same
+    progress line as a local run, tokens included."""
+    from sdg.launch.submit import result, submit
+    from sdg.run import generate
+    from tests.standin_teacher import DeterministicStandInTeacher
+
+    common = [f"taxonomy.path={taxonomy}", "pipeline.sdg_scale_factor=2", "taxonomy.documents.chunk_tokens=4000",
+              "teacher=endpoint", "generate.progress=log", "generate.progress_interval_s=0"]
+    with DeterministicStandInTeacher() as url:
+        teacher = [f"teacher.endpoint_url={url}"]
+        cfg = to_object(compose_config([*JOB, *common, *teacher, f"cluster.job_dir={env / 'jobs'}",
+                                        f"generate.output_dir={env / 'slurm'}"]))
+        assert cfg.taxonomy.base is None
+        job = submit(cfg, log=lambda m: None)
+        summary = result(job)
+        local_cfg = to_object(compose_config([*common, *teacher, f"generate.output_dir={env / 'local'}"]))
+        notes: list[str] = []
+        local = generate(local_cfg, log=notes.append)
+    assert summary.complete and local.complete and summary.executor["kind"] == "ray"
+    slurm_run, local_run = Path(summary.run_dir), local.run_dir
+    log = Path(job.paths.stdout).read_text()
+    # taxonomy.base unset: the same leaves, and the same note, locally and on Slurm
+    assert any("no base ref 'origin/main'" in n for n in notes) and "no base ref 'origin/main'" in log
+    ours, theirs = (json.loads((r / "manifest.json").read_text()) for r in (slurm_run, local_run))
+    assert [leaf["id"] for leaf in ours["leaves"]] == [leaf["id"] for leaf in theirs["leaves"]]
+    assert len(ours["leaves"]) == 4
+    # the same units, each done once
+    slurm_units, local_units = _journal_units(slurm_run), _journal_units(local_run)
+    assert slurm_units == local_units and set(slurm_units.values()) == {"done"}
+    assert len(slurm_units) == ours["counts"]["units"] == theirs["counts"]["units"] > 0
+    # the same output rows (kept counts and the training records' content)
+    assert ours["counts"]["kept"] == theirs["counts"]["kept"] > 0
+    for name in ("train", "knowledge_train_msgs", "skills_train_msgs"):
+        a = _rows(slurm_run / f"{name}_{ours['stamp']}.jsonl")
+        b = _rows(local_run / f"{name}_{theirs['stamp']}.jsonl")
+        assert len(a) == len(b) > 0, name
+        key = (lambda r: json.dumps(r.get("messages", r), sort_keys=True))
+        assert sorted(map(key, a)) == sorted(map(key, b)), name
+    # node 0 prints the local run's progress line: units, samples, tokens per second, ETA
+    progress = [ln for ln in log.splitlines() if "progress: units" in ln]
+    assert progress and re.search(r"samples \d+ \d+ tok/s", progress[-1]) and " eta " in progress[-1], log[-3000:]
+    assert set(json.loads((slurm_run / "run.json").read_text())["executor"]["nodes"]) == {"node1", "node2"}
+    _no_processes_left(str(job.job_id))

@@ -133,7 +133,7 @@ RULES: dict[str, Rule] = {
     "generate.error_window": Range("recent requests the error rate is measured over", ge=1),
     "generate.progress": Choice(("auto", "bar", "log", "none"), "how progress is shown, auto = a bar on a "
                                                                 "terminal, log lines otherwise"),
-    "generate.progress_interval_s": Range("seconds between progress log lines", gt=0, integer=False),
+    "generate.progress_interval_s": Range("seconds between progress log lines, 0 = every update", ge=0, integer=False),
     # ClusterConfig
     "cluster.kind": Choice(("local", "slurm"), "where a run executes"),
     "cluster.nodes": Range("nodes in the Slurm job", ge=1),

@@ -6,7 +6,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Collection, Mapping, TextIO
+from typing import Callable, Collection, Mapping, Optional, TextIO
 
 from sdg.engine.stats import RunStats
 
@@ -33,6 +33,7 @@ class Progress:
     mode: str = "log"  # bar | log | none
     interval_s: float = 30.0
     stream: TextIO = field(default_factory=lambda: sys.stderr)
+    emit: Optional[Callable[[str], None]] = None  # log lines go here instead of `stream` (the run's log)
     done_units: int = 0
     skipped_units: int = 0
     samples: int = 0
@@ -125,6 +126,8 @@ class Progress:
     def _line(self, text: str) -> None:
         if self._bar is not None:
             self._bar.write(text)
+        elif self.emit is not None:
+            self.emit(text)
         else:
             print(text, file=self.stream, flush=True)
 
