@@ -46,7 +46,7 @@ from typing import Any, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from bench_common import (ZeroLatencyStandIn, fmt_load, loadavg, log_err, pin_to, sigterm_as_interrupt,  # noqa: E402
+from bench_common import (ZeroLatencyStandIn, fmt_load, loadavg, pin_to, sigterm_as_interrupt,  # noqa: E402
                           wait_for_quiet)
 
 TARGET_REQ_S = 1000.0
@@ -158,7 +158,7 @@ async def run_engine(base_url: str, plan: Any, units: Iterator[Any], n_units: in
     from sdg.engine.journal import JournalStore
     from sdg.engine.runner import run_plan
     from sdg.engine.session import engine_session
-    from sdg.teacher.server import ServedEndpoint
+    from sdg.teacher.server_base import ServedEndpoint
 
     endpoint = ServedEndpoint(base_url=base_url, model="teacher", api_key=None, backend="endpoint", gpus=(),
                               log_path=None, pid=None)

@@ -28,7 +28,6 @@ Uses only the standard library and what the venv holds (gitpython, instructlab-s
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os

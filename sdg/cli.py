@@ -134,7 +134,7 @@ def run_validate(args: argparse.Namespace, cfg) -> int:
 
 
 def run_serve(args: argparse.Namespace, cfg) -> int:
-    from sdg.teacher.serve import serve_forever
+    from sdg.teacher.serving import serve_forever
 
     def report(endpoints) -> None:
         for e in endpoints:

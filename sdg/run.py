@@ -195,7 +195,7 @@ class LocalExecutor:
         from sdg.engine.runner import run_plan
         from sdg.engine.session import engine_session
         from sdg.signals import unwind_on
-        from sdg.teacher.serve import serving
+        from sdg.teacher.serving import serving
 
         assert run.folder is not None
         journals = JournalStore(run.folder.journal_dir)

@@ -220,7 +220,7 @@ def test_every_numeric_field_has_a_rule_and_every_rule_a_field() -> None:
 
 
 def test_enumerated_fields_are_choices_and_taxonomy_base_is_free() -> None:
-    from sdg.teacher.serve import BACKENDS
+    from sdg.teacher.serving import BACKENDS
 
     for key in ("teacher.backend", "generate.resume", "generate.progress", "cluster.kind"):
         assert isinstance(RULES[key], Choice), key

@@ -11,7 +11,7 @@ import pytest
 from sdg.config.compose import compose_config, to_object
 from sdg.teacher.backends import VllmServer
 from sdg.teacher.gpus import GpuPlanError, plan_replicas, visible_gpus
-from sdg.teacher.serve import build_servers
+from sdg.teacher.serving import build_servers
 
 
 def test_visible_gpus_sources() -> None:

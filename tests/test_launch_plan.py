@@ -19,7 +19,7 @@ from sdg.launch.cluster_plan import executor_parameters, node_teacher, work_item
 from sdg.launch.rendezvous import AttemptFiles, RendezvousError, read_json, wait_json, write_json
 from sdg.taxonomy.leaves import FreeformSkillLeaf, SkillSeed
 from sdg.teacher.gpus import GpuPlanError, node_plan
-from sdg.teacher.serve import build_servers
+from sdg.teacher.serving import build_servers
 
 
 def teacher(backend: str = "vllm", tp: int = 1, replicas: int | None = None) -> TeacherConfig:

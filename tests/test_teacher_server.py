@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from sdg.teacher.backends import EndpointServer, LlamaCppServer, VllmServer
-from sdg.teacher.serve import start_all, stop_all
-from sdg.teacher.server import ServerState, TeacherStartError, pid_alive
+from sdg.teacher.serving import start_all, stop_all
+from sdg.teacher.server_base import ServerState, TeacherStartError, pid_alive
 from tests.conftest import processes_in_group, sdg_cli, smollm2_gguf
 
 

@@ -45,7 +45,7 @@ class RunState:
     def from_json(cls, data: Mapping[str, Any]) -> "RunState":
         known = {k: data[k] for k in ("fingerprint", "stamp", "status", "components", "started", "finished", "executor")
                  if k in data}
-        return cls(**{"components": {}, "started": 0.0, **known})
+        return cls(**{"fingerprint": "", "status": "running", "components": {}, "started": 0.0, **known})
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -53,11 +53,6 @@ def _read(path: Path) -> dict[str, Any] | None:
         return json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def read_state(run: RunDir) -> RunState | None:
-    data = _read(run.path)
-    return RunState.from_json(data) if data else None
 
 
 def write_state(run: RunDir, state: RunState) -> None:
@@ -91,16 +86,16 @@ def choose_run_dir(output_dir: Path, fingerprint: str, components: Mapping[str, 
     unfinished = []
     if output_dir.is_dir():
         for d in sorted(output_dir.iterdir(), reverse=True):
-            state = _read(d) if d.is_dir() else None
-            if state and state.get("status") != "complete":
-                unfinished.append((d, state))
+            data = _read(d) if d.is_dir() else None
+            if data and data.get("status") != "complete" and "stamp" in data:
+                unfinished.append((d, RunState.from_json(data)))
     if resume == "auto":
         for d, state in unfinished:
-            if state.get("fingerprint") == fingerprint:
-                return RunDir(d, state["stamp"], True)
+            if state.fingerprint == fingerprint:
+                return RunDir(d, state.stamp, True)
         if unfinished:
             d, state = unfinished[0]
-            diff = _differences(state.get("components", {}), dict(components)) or ["unknown"]
+            diff = _differences(state.components, dict(components)) or ["unknown"]
             raise RunConflict(f"the unfinished run {d} was started with a different config: {'; '.join(diff)}. "
                               "Run with the same config to resume it, or pass generate.resume=fresh to start a new run")
     t = time.time() if now is None else now

@@ -54,3 +54,13 @@ async def engine_session(cfg: SdgConfig, endpoints: Sequence[Any], *, label: str
 
         yield EngineSession(chat, per * len(eps),
                             ErrorBreaker(cfg.generate.error_rate_limit, cfg.generate.error_window))
+
+
+async def run_slice(session: EngineSession, plan: Any, pipelines: Any, journals: Any, units: Sequence[Any]) -> Any:
+    """Run `units` (a work item: some units of one leaf) in an open session; its RunStats. The caller
+    reports progress for the whole item (a Ray worker: to the executor on node 0)."""
+    from sdg.engine.progress import Progress
+    from sdg.engine.runner import run_plan
+
+    return await run_plan(plan, pipelines, session.chat, journals, done={}, progress=Progress(len(units), mode="none"),
+                          workers=session.workers, breaker=session.breaker, units=units)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from sdg.config.schema import ClusterConfig, TeacherConfig
 from sdg.engine.plan import Plan
-from sdg.teacher.gpus import NodePlan
 
 ITEMS_PER_NODE = 4  # slice_units=0: cut the pending work into about this many items per node
 

@@ -86,7 +86,7 @@ def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sig
     from sdg.launch.raynode import clean_stale_temp_dirs, start_ray_node, temp_dir_for
     from sdg.signals import unwind_on
     from sdg.teacher.gpus import node_plan, visible_gpus
-    from sdg.teacher.serve import serving
+    from sdg.teacher.serving import serving
 
     env = NodeEnv.from_environ()
     log = _logger(env)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from sdg.engine.progress import Progress
 from sdg.engine.stats import RunStats
 from sdg.errors import NodeFailed, SdgError
 from sdg.launch.cluster_plan import work_items
+
+if TYPE_CHECKING:
+    from sdg.engine.progress import Progress
 
 Log = Callable[[str], None]
 IN_FLIGHT_PER_NODE = 2  # items queued at each node, so it never idles between two items
@@ -41,7 +43,7 @@ class RayExecutor:
         return {"kind": "ray", "nodes": {n: dict(self.details.get(n, {})) for n in sorted(self.nodes)},
                 "per_node": {n: {"items": s.items, "units": s.units} for n, s in sorted(self.per_node.items())}}
 
-    def execute(self, run: Any, done: Mapping[str, set[str]], progress: Progress) -> RunStats:
+    def execute(self, run: Any, done: Mapping[str, set[str]], progress: "Progress") -> RunStats:
         import ray
 
         from sdg.launch.raynode import resource_name

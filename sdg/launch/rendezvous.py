@@ -104,7 +104,7 @@ class NodeRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "NodeRecord":
-        from sdg.teacher.server import ServedEndpoint
+        from sdg.teacher.server_base import ServedEndpoint
 
         eps = [ServedEndpoint(**{**e, "gpus": tuple(e.get("gpus", ()))}) for e in data["endpoints"]]
         known = {f.name for f in fields(cls)}

@@ -59,15 +59,11 @@ class NodeWorker:
 
     async def run(self, leaf: int, units: Sequence[int]) -> WorkerResult:
         """Run these units of leaf `leaf` (indices in its unit order)."""
-        from sdg.engine.progress import Progress
-        from sdg.engine.runner import run_plan
+        from sdg.engine.session import run_slice
 
-        s = await self._open()
         all_units = self._leaf_units(leaf)
-        todo = [all_units[i] for i in units]
-        stats = await run_plan(self.plan, self.pipelines, s.chat, self.journals, done={},
-                               progress=Progress(len(todo), mode="none"), workers=s.workers, breaker=s.breaker,
-                               units=todo)
+        stats = await run_slice(await self._open(), self.plan, self.pipelines, self.journals,
+                                [all_units[i] for i in units])
         return WorkerResult(self.node, leaf, stats)
 
     async def close(self) -> str:

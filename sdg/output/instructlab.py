@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from sdg.output.atomic import atomic_open, dumps, write_jsonl
-from sdg.output.columns import has_qa
+from sdg.output.row_fields import has_qa
 from sdg.output.knowledge import knowledge_datasets
 from sdg.output.layout import RunLayout
 from sdg.output.legacy import messages_record, seed_test_records, train_record

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from sdg.output.columns import has_qa, text
+from sdg.output.row_fields import has_qa, text
 from sdg.output.ids import IdMaker
 from sdg.output.raft import RAFT_P, distractor_pool, pick_documents, raft_user_turn
 from sdg.pipeline.types import Row

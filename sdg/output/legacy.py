@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional
 
-from sdg.output.columns import text
+from sdg.output.row_fields import text
 from sdg.taxonomy.leaves import KnowledgeLeaf, Leaf
 
 Record = dict[str, Any]

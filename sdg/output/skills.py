@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from sdg.output.columns import TRAINING_KEYS, has_qa, split_engine_columns, text
+from sdg.output.row_fields import TRAINING_KEYS, has_qa, split_engine_columns, text
 from sdg.output.ids import IdMaker
 from sdg.pipeline.types import Row
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping, Optional
 
-from sdg.output.columns import TRAINING_KEYS
+from sdg.output.row_fields import TRAINING_KEYS
 
 Record = dict[str, Any]
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import httpx
 
-from sdg.teacher.server import ServedEndpoint, ServerState, TeacherServer
+from sdg.teacher.server_base import ServedEndpoint, ServerState, TeacherServer
 
 API_KEY_ENV = "SDG_TEACHER_API_KEY"
 _LISTENING = re.compile(r"^SDG_LISTENING (\S+)", re.M)

@@ -19,7 +19,7 @@ from sdg.config.schema import TeacherConfig
 from sdg.errors import ConfigError, Interrupted, TeacherStartError, UsageError
 from sdg.teacher.backends import EndpointServer, LlamaCppServer, VllmServer
 from sdg.teacher.gpus import NodePlan, node_plan, visible_gpus
-from sdg.teacher.server import ServedEndpoint, TeacherServer, free_port
+from sdg.teacher.server_base import ServedEndpoint, TeacherServer, free_port
 
 BACKENDS = ("llama-cpp", "vllm", "endpoint")
 ENDPOINT_PROBE_TIMEOUT_S = 60.0
