@@ -8,6 +8,7 @@ config. An SdgError prints its message without a traceback: exit 1, usage and co
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -143,7 +144,9 @@ def run_serve(args: argparse.Namespace, cfg) -> int:
                        f"pid={e.pid or '-'} log={e.log_path or '-'}")
         keyed = endpoints and endpoints[0].api_key and not cfg.teacher.api_key
         if keyed:
-            _out(args, f"api key: in {args.ready_file}" if args.ready_file else f"api key: {endpoints[0].api_key}")
+            _out(args, f"api key: in {args.ready_file} (mode 0600)" if args.ready_file else
+                 "api key: generated and required; it is never printed: pass --ready-file FILE to have it written "
+                 "there, or set --api-key / teacher.api_key")
         _out(args, "Serving until Ctrl-C or SIGTERM.")
         sys.stdout.flush()
 
@@ -222,7 +225,15 @@ def run_generate(args: argparse.Namespace, cfg) -> int:
             _out(args, f"  {path}")
     for w in [*result.warnings, *getattr(out, "warnings", ())]:
         _out(args, f"warning: {w}", err=True)
+    if result.empty and not cfg.generate.allow_empty:
+        _error(_empty_run(str(result.run_dir)))
+        return 1
     return 0 if result.complete else 1
+
+
+def _empty_run(run_dir: str) -> str:
+    return (f"the run kept 0 samples: every training file in {run_dir} is empty (see quality_report.json for why); "
+            "pass generate.allow_empty=true to accept an empty run")
 
 
 def run_generate_slurm(args: argparse.Namespace, cfg) -> int:
@@ -233,6 +244,9 @@ def run_generate_slurm(args: argparse.Namespace, cfg) -> int:
     if launched.summary is None:
         return 0
     _out(args, f"Wrote {launched.summary.run_dir}")
+    if launched.summary.kept == 0 and not cfg.generate.allow_empty:
+        _error(_empty_run(launched.summary.run_dir))
+        return 1
     return 0 if launched.complete else 1
 
 
@@ -303,6 +317,26 @@ def run_mix(args: argparse.Namespace, cfg) -> int:
     n = mix_recipe(recipe, output, system_prompt=cfg.generate.system_prompt, seed=cfg.generate.seed)
     _out(args, f"Wrote {n} samples to {output}")
     return 0
+
+
+def run_data_list(args: argparse.Namespace, cfg) -> int:
+    from sdg.output.run_list import format_runs, list_runs
+
+    out = Path(cfg.generate.output_dir).expanduser()
+    runs = list_runs(out)
+    if args.format == "json":
+        print(json.dumps({"output_dir": str(out), "runs": [r.to_json() for r in runs]}, indent=2))
+        return 0
+    if not out.is_dir():
+        _out(args, f"No runs: {out} does not exist (pass --output-dir DIR, the generate runs' output dir).")
+        return 0
+    _out(args, format_runs(runs, out))
+    return 0
+
+
+def _data_list_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    _init_flags(p)
 
 
 def _generate_overrides(args: argparse.Namespace, user: list[str]) -> list[str]:
@@ -399,6 +433,10 @@ VERBS: tuple[Verb, ...] = (
          "slurm/generate.sbatch runs through srun)", run_jobs_node, (), _node_extra, hidden=True),
     Verb("data", "mix", "mix a recipe into a training file (`{id, messages, metadata, unmask}` records)", run_mix,
          (), _mix_extra),
+    Verb("data", "list", "list the generate runs in the output dir: state (complete, incomplete, interrupted, "
+         "broken), taxonomy commit, teacher, pipeline, leaves, units and kept samples", run_data_list,
+         (Flag(("--output-dir", "--dataset-dirs"), "generate.output_dir", "the generate runs' output dir "
+               "(default: InstructLab's datasets dir)", "DIR"),), _data_list_extra),
     Verb("model", "download", "download a teacher from Hugging Face into the model cache", run_download,
          (MODEL_DIR,), _download_extra),
     Verb("model", "list", "list the models in the model cache", run_list, (MODEL_DIR,), _init_flags),

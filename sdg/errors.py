@@ -19,6 +19,7 @@ with `exit_code`. Messages say what went wrong, where (file:line, leaf, ref, nod
     ├── RunError               a generate run as a whole
     │   ├── NothingToGenerate  no new or changed leaves
     │   ├── RunConflict        an unfinished run exists with a different config
+    │   ├── RunBusy            another process holds the run folder's lease
     │   └── JournalError       a journal cannot be read or written
     ├── OutputError            the files a run writes or reads back
     │   └── RecipeError        a mixing recipe or one of its datasets
@@ -119,6 +120,10 @@ class RunConflict(RunError):
 
 class JournalError(RunError):
     """A journal cannot be read or written (disk full, permissions)."""
+
+
+class RunBusy(RunError):
+    """Another process holds the run folder's lease (the same run is already being written)."""
 
 
 # --- outputs ------------------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ from sdg.output.reports import LeafQuality, Manifest, ManifestCounts, ManifestLe
 from sdg.taxonomy.leaves import KnowledgeLeaf, Leaf, leaf_from, with_chunks
 
 Log = Callable[[str], None]
-SECRET = "***"
 
 
 # --- prepare ------------------------------------------------------------------------------------------
@@ -73,6 +72,7 @@ class Run:
     components: dict[str, Any]  # what the fingerprint is made of (named in a conflict message)
     started: float
     folder: RunDir | None = None
+    lease: Any = None  # engine.lease.RunLease while executing and finishing
     state: RunState | None = None
     stats: RunStats = field(default_factory=RunStats)
     executor: dict[str, Any] = field(default_factory=dict)  # the executor's own description
@@ -104,7 +104,8 @@ def select_leaves(cfg: SdgConfig, *, log: Log) -> list[Leaf]:
 def load_pipelines(cfg: SdgConfig, kinds: set[str]) -> dict[str, Any]:
     from sdg.pipeline.loader import load_pipeline
 
-    return {kind: load_pipeline(cfg.pipeline.name, kind) for kind in sorted(kinds)}
+    # generate.sampling is applied to the blocks here, so it is part of each pipeline's fingerprint
+    return {kind: load_pipeline(cfg.pipeline.name, kind, sampling=cfg.generate.sampling) for kind in sorted(kinds)}
 
 
 def estimate(plan: Plan, pipelines: Mapping[str, Any], teacher: TeacherConfig) -> DryRun:
@@ -130,8 +131,10 @@ def prepare(cfg: SdgConfig, *, log: Log = print) -> Run:
     dry = estimate(plan, pipelines, cfg.teacher)
     log(dry.describe())
     # What shapes the data, not where it is served: a restarted server or a requeued job on a new port resumes.
-    teacher_id = {"name": cfg.teacher.name, "model": cfg.teacher.model, "served_model_name": cfg.teacher.served_model_name,
-                  "max_tokens": cfg.teacher.max_tokens}
+    t = cfg.teacher
+    teacher_id = {"name": t.name, "model": t.model, "served_model_name": t.served_model_name, "max_tokens": t.max_tokens}
+    if t.chat_template or t.system_prompt_mode != "system":  # they shape every prompt (absent: old runs resume)
+        teacher_id.update(chat_template=t.chat_template, system_prompt_mode=t.system_prompt_mode)
     fps = {k: p.fingerprint for k, p in pipelines.items()}
     components = {"leaves": {lp.leaf.id: lp.fingerprint for lp in plan.leaves}, "pipelines": fps, "teacher": teacher_id,
                   "scale": plan.scale, "samples_per_unit": plan.samples_per_unit, "seed": plan.seed}
@@ -169,6 +172,11 @@ def execute(run: Run, executor: Executor, *, log: Log = print) -> RunStats:
     run.folder = choose_run_dir(Path(cfg.generate.output_dir).expanduser(), run.fingerprint, run.components,
                                 resume=cfg.generate.resume)
     log(f"{'resuming' if run.folder.resumed else 'writing'} run {run.folder.path}")
+    from sdg.engine.lease import RunLease
+
+    run.lease = RunLease(run.folder.path).acquire()  # one writer per run folder; released by finish()
+    if run.lease.note:
+        log(f"note: {run.lease.note}")
     run.state = RunState(run.fingerprint, run.folder.stamp, "running", run.components, run.started,
                          executor=executor.describe())
     write_state(run.folder, run.state)
@@ -203,13 +211,15 @@ class LocalExecutor:
         async def engine(endpoints: list[Any]) -> RunStats:
             async with engine_session(run.cfg, endpoints) as s:
                 return await run_plan(run.plan, run.pipelines, s.chat, journals, done=done, workers=s.workers,
-                                      progress=progress, breaker=s.breaker)
+                                      progress=progress, breaker=s.breaker, watch=s.watch)
 
         try:
             with unwind_on(), serving(run.cfg.teacher) as endpoints:
-                return asyncio.run(engine(endpoints))
+                stats = asyncio.run(engine(endpoints))
         finally:
             journals.close()
+        journals.check()  # a write lost at close (disk full) is an error, not a silent gap
+        return stats
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "local"}
@@ -290,6 +300,7 @@ class GenerateResult:
     quality: Mapping[str, LeafQuality] = field(default_factory=dict)  # per leaf id: quality_report.json
     executor: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0
+    empty: bool = False  # the whole run kept 0 samples
 
     def summary(self) -> RunSummary:
         stats = self.stats or RunStats()
@@ -299,7 +310,8 @@ class GenerateResult:
 
 
 def finish(run: Run, *, log: Log = print) -> GenerateResult:
-    """Journals -> InstructLab outputs, quality report and manifest; run.json complete or incomplete."""
+    """Journals -> InstructLab outputs, quality report, manifest and dataset card; run.json complete or incomplete."""
+    from sdg.output.dataset_card import write_dataset_card
     from sdg.output.instructlab import write_outputs
 
     assert run.folder is not None and run.state is not None, "finish() needs an executed run"
@@ -315,8 +327,18 @@ def finish(run: Run, *, log: Log = print) -> GenerateResult:
         journals.close()
     failed = sum(q.failed_units for q in quality.values())
     result.complete = failed == 0
+    result.warnings.extend(journals.problems)
+    empty = [leaf_id for leaf_id, q in quality.items() if q.kept == 0 and q.failed_units == 0]
+    for leaf_id in empty:
+        q = quality[leaf_id]
+        why = ", ".join(f"{n} {r}" for r, n in sorted(q.dropped.items(), key=lambda kv: -kv[1])[:3]) or "no samples parsed"
+        result.warnings.append(f"leaf {leaf_id} kept 0 of its {q.target} target samples ({why}): its training "
+                               "data is empty; a stronger teacher (teacher=...) or the simple pipeline helps")
+    result.empty = sum(q.kept for q in quality.values()) == 0
     write_quality_report(folder.path, quality)
-    write_manifest(folder.path, _manifest(run, quality))
+    manifest = _manifest(run, quality)
+    write_manifest(folder.path, manifest)
+    write_dataset_card(folder.path, manifest, result.outputs, quality)  # README.md: Hugging Face dataset card
     run.state.status = "complete" if result.complete else "incomplete"
     run.state.finished = time.time()
     run.state.executor = run.executor
@@ -336,8 +358,12 @@ def generate(cfg: SdgConfig, *, executor: Executor | None = None, log: Log = pri
     run = prepare(cfg, log=log)
     if cfg.generate.dry_run:
         return GenerateResult(run.plan, run.estimate, started=run.started)
-    execute(run, executor or LocalExecutor(), log=log)
-    return finish(run, log=log)
+    try:
+        execute(run, executor or LocalExecutor(), log=log)
+        return finish(run, log=log)
+    finally:
+        if run.lease is not None:
+            run.lease.release()
 
 
 # --- the manifest -------------------------------------------------------------------------------------
@@ -363,22 +389,25 @@ def _versions() -> dict[str, str]:
 
 
 def _public_config(cfg: SdgConfig) -> dict[str, Any]:
-    data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    if isinstance(data, dict) and data.get("teacher", {}).get("api_key"):
-        data["teacher"]["api_key"] = SECRET
-    return data  # type: ignore[return-value]
+    """The composed config with every secret masked (sdg.redact: key names, secret flags, URL userinfo)."""
+    from sdg.redact import redact
+
+    return redact(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
 
 
 def _manifest(run: Run, quality: Mapping[str, LeafQuality]) -> Manifest:
+    from sdg.redact import redact
+
     cfg, plan, stats, folder = run.cfg, run.plan, run.stats, run.folder
     assert folder is not None
     t = cfg.teacher
     return Manifest(
         sdg_version=__version__, run_dir=str(folder.path), stamp=folder.stamp, resumed=folder.resumed,
-        taxonomy={"path": cfg.taxonomy.path, "base": cfg.taxonomy.base, **_git_commit(Path(cfg.taxonomy.path))},
+        taxonomy=redact({"path": cfg.taxonomy.path, "base": cfg.taxonomy.base, **_git_commit(Path(cfg.taxonomy.path))}),
         leaves=[ManifestLeaf(lp.leaf.id, lp.leaf.name, lp.leaf.kind, lp.leaf.path, lp.fingerprint, lp.units,
                              lp.target_samples, quality[lp.leaf.id].kept) for lp in plan.leaves],
-        teacher={"name": t.name, "backend": t.backend, "model": t.model, "served_model_name": t.served_model_name},
+        teacher=redact({"name": t.name, "backend": t.backend, "model": t.model, "served_model_name": t.served_model_name,
+                        "endpoint_url": t.endpoint_url}),
         pipeline={"name": cfg.pipeline.name, "fingerprints": {k: p.fingerprint for k, p in run.pipelines.items()},
                   "scale_factor": plan.scale, "samples_per_unit": plan.samples_per_unit},
         seed=plan.seed, executor=dict(run.executor), config=_public_config(cfg), versions=_versions(),

@@ -3,7 +3,12 @@ the request's messages alone (five `Question:`/`Answer:` pairs named by a hash o
 
 A STAND-IN, named so: it replaces a real model only where a test needs two runs to receive identical
 replies (the local and the Ray executor must then produce the same rows), which no sampling model on a
-shared CPU guarantees. Everything around it (HTTP, the client, the engine, Slurm, Ray) is real.
+shared CPU guarantees, or a teacher that misbehaves on cue. Everything around it (HTTP, the client, the
+engine, Slurm, Ray) is real. Modes:
+  ok       the deterministic reply above
+  hang     accepts every chat request and never answers (a hung server)
+  garbage  answers 200 with text no parser can use
+  fail_judges  503 for judge prompts (system prompt "You rate ..."), the deterministic reply otherwise
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ class DeterministicStandInTeacher:
     """`with DeterministicStandInTeacher() as url:` serves on 127.0.0.1 (any port) in a thread; `requests`
     counts the chat completions answered."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host, self.port, self.requests = host, 0, 0
+    def __init__(self, host: str = "127.0.0.1", mode: str = "ok") -> None:
+        self.host, self.port, self.requests, self.mode = host, 0, 0, mode
+        self.judge_requests = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -38,7 +44,14 @@ class DeterministicStandInTeacher:
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests += 1
-        text = reply_text(body.get("messages", []))
+        messages = body.get("messages", [])
+        judge = any(m.get("role") == "system" and "You rate" in str(m.get("content", "")) for m in messages)
+        self.judge_requests += int(judge)
+        if self.mode == "hang" and body.get("max_tokens", 0) != 1:  # the readiness probe asks for 1 token
+            await asyncio.sleep(3600)
+        if self.mode == "fail_judges" and judge:
+            return web.json_response({"error": {"message": "stand-in: judge unavailable"}}, status=503)
+        text = "%%%% ~~ no pairs here ~~ %%%%" if self.mode == "garbage" else reply_text(messages)
         return web.json_response({
             "id": f"chatcmpl-standin-{self.requests}", "object": "chat.completion", "created": 0,
             "model": body.get("model", "teacher"),
@@ -52,7 +65,7 @@ class DeterministicStandInTeacher:
         app = web.Application()
         app.add_routes([web.post("/v1/chat/completions", self._chat), web.get("/health", self._ok),
                         web.get("/v1/health", self._ok), web.get("/v1/models", self._ok)])
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()

@@ -14,14 +14,26 @@ from sdg.errors import DocumentError, SdgError, UnsafeSourceError
 from sdg.taxonomy import documents
 from sdg.taxonomy.documents import (
     Document,
+    DocumentPolicy,
     DocumentSource,
     FetchedDocuments,
     check_pattern,
     check_repo_url,
-    checkout_documents,
-    fetch_documents,
     match_documents,
 )
+
+# These tests fetch from repositories built in tmp dirs, i.e. local sources, which the default policy
+# refuses (tests/test_document_policy.py tests that): here they are allowed, as taxonomy.documents.allow
+# =[https,ssh,local] does.
+LOCAL = DocumentPolicy(allow=("https", "ssh", "local"))
+
+
+def fetch_documents(source: DocumentSource, cache_dir: Path, policy: DocumentPolicy = LOCAL) -> FetchedDocuments:
+    return documents.fetch_documents(source, cache_dir, policy)
+
+
+def checkout_documents(source: DocumentSource, cache_dir: Path, policy: DocumentPolicy = LOCAL) -> Path:
+    return documents.checkout_documents(source, cache_dir, policy)
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",

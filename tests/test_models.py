@@ -114,22 +114,25 @@ def test_offline_gguf_repo_needs_filename(hub: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "models"
     result = download("org/tiny-GGUF", filename="tiny.Q8_0.gguf", model_dir=model_dir)
     assert result.kind == "gguf" and result.revision == commit and result.files == ("tiny.Q8_0.gguf",)
-    assert result.path == model_dir / "org" / "tiny-GGUF" / "tiny.Q8_0.gguf"
+    assert result.path == model_dir / "tiny.Q8_0.gguf"  # flat, where `ilab model download` puts GGUF files
     assert result.path.read_bytes() == b"GGUF-q8"
-    assert not (model_dir / "org" / "tiny-GGUF" / "tiny.Q4_K_M.gguf").exists()
+    assert not (model_dir / "tiny.Q4_K_M.gguf").exists() and not (model_dir / "org").exists()
     with pytest.raises(ModelError, match=r"choose a file.*tiny\.Q4_K_M\.gguf, tiny\.Q8_0\.gguf"):
         download("org/tiny-GGUF", model_dir=model_dir)
     with pytest.raises(ModelError, match=r"no file 'nope\.gguf'.*tiny\.Q4_K_M\.gguf"):
         download("org/tiny-GGUF", filename="nope.gguf", model_dir=model_dir)
-    # the one GGUF in the local dir is what resolves; a listed filename that is absent is fetched
-    assert resolve_model_path("org/tiny-GGUF", model_dir=model_dir, fetch=False) == result.path
+    # the downloaded file is what resolves; a listed filename that is absent is fetched
+    assert resolve_model_path("org/tiny-GGUF", model_dir=model_dir, filename="tiny.Q8_0.gguf", fetch=False) == result.path
     other = resolve_model_path("org/tiny-GGUF", model_dir=model_dir, filename="tiny.Q4_K_M.gguf")
-    assert other.read_bytes() == b"GGUF-q4"
-    with pytest.raises(ModelError, match="several GGUF files"):
+    assert other == model_dir / "tiny.Q4_K_M.gguf" and other.read_bytes() == b"GGUF-q4"
+    # a flat file does not say which repository it came from: without a filename nothing is guessed
+    with pytest.raises(ModelError, match=r"not downloaded.*--filename"):
+        resolve_model_path("org/tiny-GGUF", model_dir=model_dir, fetch=False, filename="tiny.Q5.gguf")
+    with pytest.raises(ModelError, match="not downloaded"):
         resolve_model_path("org/tiny-GGUF", model_dir=model_dir, fetch=False)
     names = {m.name: m for m in list_models(model_dir)}
-    assert names["org/tiny-GGUF/tiny.Q8_0.gguf"].revision == commit
-    assert names["org/tiny-GGUF/tiny.Q8_0.gguf"].kind == "gguf"
+    assert names["tiny.Q8_0.gguf"].revision == commit
+    assert names["tiny.Q8_0.gguf"].kind == "gguf"
 
 
 def test_offline_revision_selects_tag_and_commit(hub: Path, tmp_path: Path) -> None:

@@ -35,16 +35,22 @@ def test_simple_freeform_unit_with_the_real_embedded_teacher(tmp_path: Path) -> 
                             log_path=tmp_path / "x.log", startup_timeout_s=300)
 
     async def one_unit(base_url: str):
+        """Up to three seeds until the small model writes something parseable (it often does not)."""
         async with TeacherClient([Endpoint(base_url, "teacher")], timeout_s=300, max_retries=1) as client:
-            ctx = UnitContext(chat=client.chat, seed=11, leaf_id=row["leaf_node_path"], unit_id="real-1")
-            return await pipeline.run(row, ctx)
+            for seed in (11, 12, 13):
+                ctx = UnitContext(chat=client.chat, seed=seed, leaf_id=row["leaf_node_path"], unit_id=f"real-{seed}")
+                result = await pipeline.run(row, ctx)
+                if result.generated:
+                    break
+            return result
 
     with server as ep:
         result = asyncio.run(one_unit(ep.base_url))
 
     print(f"rows={result.rows!r}\ndropped={dict(result.dropped)} generated={result.generated} "
           f"requests={result.requests} tokens={result.prompt_tokens}+{result.completion_tokens} errors={result.errors}")
-    assert result.requests >= 1 and result.generated >= 0
+    assert result.requests >= 1 and not result.errors
+    assert result.generated > 0, "three replies of the real teacher and not one parseable sample"
     assert len(result.rows) <= 2
     for out in result.rows:
         assert isinstance(out["question"], str) and out["question"].strip()

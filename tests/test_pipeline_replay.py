@@ -226,7 +226,9 @@ def test_one_failed_call_of_several_keeps_the_others() -> None:
     result = run(load_pipeline("simple", "freeform_skill"), row, teacher)
     assert len(result.rows) == 3 and result.requests == 3
     assert result.dropped == Counter({"generate:request_failed:http": 1, "generate:empty_reply": 1})
-    assert result.errors == [RequestError("generate", "http", "HTTP 503")]
+    # a 503 is transient: recorded as retryable, so the unit is journaled failed and redone on resume
+    assert result.errors == [RequestError("generate", "http", "HTTP 503", retryable=True)]
+    assert result.transient_failure
 
 
 def test_simple_grounded_sets_context_to_the_seed_context() -> None:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
+from sdg.taxonomy.documents import DocumentPolicy
 from sdg.taxonomy.findings import Finding
 from sdg.taxonomy.validate import ValidationOptions, ValidationResult, validate_files
 
@@ -288,7 +289,7 @@ CASES: list[Case] = [
          "error", r"'/etc/passwd' is absolute", 50, ".document.patterns[0]"),
     Case("document_symlink_outside", KN, _symlinked_docs,
          "error", r"'leak\.md', a symlink that resolves to .*outside the document checkout; remove the link", 46,
-         ".document", options={"documents": True}),
+         ".document", options={"documents": True, "document_policy": DocumentPolicy(allow=("https", "ssh", "local"))}),
     # ---- file name
     Case("named_qna_yml", "compositional_skills/writing/haiku/qna.yml", SKILL,
          "error", r'must be named "qna\.yaml"', 1),

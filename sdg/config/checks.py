@@ -98,6 +98,12 @@ RULES: dict[str, Rule] = {
     "taxonomy.documents.chunk_tokens": Range("tokens per knowledge document chunk", ge=1),
     "taxonomy.documents.chunk_overlap_tokens": Range("tokens repeated from the previous chunk",
                                                      ge=0, lt_key="taxonomy.documents.chunk_tokens"),
+    "taxonomy.documents.max_bytes": Range("bytes of documents one knowledge leaf may read and yield", ge=1),
+    "taxonomy.documents.max_file_bytes": Range("largest knowledge document file read, in bytes", ge=1),
+    "taxonomy.documents.max_pdf_pages": Range("most pages read from one PDF document", ge=1),
+    "taxonomy.documents.pdf_timeout_s": Range("seconds the text extraction of one PDF may take", gt=0,
+                                              integer=False),
+    "taxonomy.documents.max_chunks_per_leaf": Range("most document chunks of one knowledge leaf", ge=1),
     # TeacherConfig
     "teacher.backend": Choice(("llama-cpp", "vllm", "endpoint"), "how the teacher is served"),
     "teacher.port": Range("TCP port of the first server, 0 = a free port", ge=0, le=65535),
@@ -112,6 +118,10 @@ RULES: dict[str, Rule] = {
     "teacher.startup_timeout_s": Range("seconds to wait for the teacher to become healthy", gt=0, integer=False),
     "teacher.request_timeout_s": Range("seconds one teacher request may take", gt=0, integer=False),
     "teacher.max_retries": Range("retries of a failed teacher request", ge=0),
+    "teacher.request_deadline_s": Range("seconds one request may take over all its attempts", gt=0, integer=False),
+    "teacher.max_response_bytes": Range("largest reply body read", ge=1024),
+    "teacher.system_prompt_mode": Choice(("system", "fold_into_user"), "fold_into_user prepends the system "
+                                                                       "message to the first user message"),
     # LlamaCppConfig
     "teacher.llama_cpp.n_parallel": Range("llama.cpp request slots per server", ge=1),
     "teacher.llama_cpp.n_threads": Range("llama.cpp CPU threads per server, -1 = llama.cpp's default",
@@ -131,9 +141,21 @@ RULES: dict[str, Rule] = {
     "generate.error_rate_limit": Range("share of recent requests that may fail before the run stops, 1 = never",
                                        ge=0, le=1, integer=False),
     "generate.error_window": Range("recent requests the error rate is measured over", ge=1),
+    "generate.stall_timeout_s": Range("seconds with no teacher reply before the run stops", gt=0, integer=False),
+    "generate.unusable_limit": Range("share of unusable replies that stops the run", gt=0, le=1, integer=False),
+    "generate.unusable_window": Range("recent replies the unusable share is measured over", ge=1),
     "generate.progress": Choice(("auto", "bar", "log", "none"), "how progress is shown, auto = a bar on a "
                                                                 "terminal, log lines otherwise"),
     "generate.progress_interval_s": Range("seconds between progress log lines, 0 = every update", ge=0, integer=False),
+    # SamplingConfig (each generate.sampling.blocks.<name> entry is checked with the same rules: ENTRY_RULES)
+    "generate.sampling.temperature": Range("sampling temperature of llm blocks, null = the block's own",
+                                           ge=0, le=2, integer=False, optional=True),
+    "generate.sampling.top_p": Range("nucleus sampling share of llm blocks, null = the block's own",
+                                     gt=0, le=1, integer=False, optional=True),
+    "generate.sampling.max_tokens": Range("tokens one reply of an llm block may use, capped by teacher.max_tokens, "
+                                          "null = the block's own", ge=1, optional=True),
+    "generate.sampling.seed": Range("base of an llm block's request seeds, null = the block's own",
+                                    ge=0, le=2**31 - 1, optional=True),
     # ClusterConfig
     "cluster.kind": Choice(("local", "slurm"), "where a run executes"),
     "cluster.nodes": Range("nodes in the Slurm job", ge=1),
@@ -146,6 +168,30 @@ RULES: dict[str, Rule] = {
     "cluster.slice_units": Range("units per work item handed to a node, 0 = about 4 items per node", ge=0),
     "cluster.ray_object_store_mb": Range("Ray object store per node, in MB, Ray needs at least 75", ge=75),
 }
+
+# Mappings whose every entry holds the fields of a section: `generate.sampling.blocks.<name>.top_p` is
+# checked with the rule of `generate.sampling.top_p`.
+ENTRY_RULES: dict[str, str] = {"generate.sampling.blocks": "generate.sampling"}
+
+
+def _entries(cfg: DictConfig) -> tuple[dict[str, Rule], list[str]]:
+    """The rules of the entries of ENTRY_RULES' mappings that `cfg` holds (under their dotted keys), and a
+    message for each entry that is not a mapping or has a key its section does not have."""
+    rules: dict[str, Rule] = {}
+    problems: list[str] = []
+    for mapping, section in ENTRY_RULES.items():
+        entries = _select(cfg, mapping)
+        fields = {k[len(section) + 1:]: r for k, r in RULES.items() if k.rsplit(".", 1)[0] == section}
+        for name in entries if isinstance(entries, DictConfig) else ():
+            entry = entries[name]
+            if not isinstance(entry, DictConfig):
+                problems.append(f"{mapping}.{name}={_fmt(entry)} is not a mapping: set its keys "
+                                f"(+{mapping}.{name}.{next(iter(fields))}=VALUE)")
+                continue
+            problems += [f"unknown config key '{mapping}.{name}.{key}': {mapping}.<name> accepts "
+                         f"{', '.join(fields)}" for key in entry if key not in fields]
+            rules.update({f"{mapping}.{name}.{field}": rule for field, rule in fields.items()})
+    return rules, problems
 
 
 def _is_number(value: Any) -> bool:
@@ -186,8 +232,10 @@ def _as_dictconfig(cfg: Any) -> DictConfig:
 def violations(cfg: Any, rules: dict[str, Rule] | None = None) -> list[str]:
     """One message per value of `cfg` that breaks its rule (keys absent from `cfg` are skipped)."""
     cfg = _as_dictconfig(cfg)
-    rules = RULES if rules is None else rules
     out: list[str] = []
+    if rules is None:
+        entry_rules, out = _entries(cfg)
+        rules = {**RULES, **entry_rules}
     for key, rule in rules.items():
         value = _select(cfg, key)
         if value is _ABSENT or (value is None and rule.optional):

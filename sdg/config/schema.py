@@ -33,6 +33,17 @@ class DocumentsConfig:
     cache_dir: str = "${xdg_cache:sdg/documents}"
     chunk_tokens: int = 500
     chunk_overlap_tokens: int = 50
+    # Source policy (sdg/taxonomy/documents.py DocumentPolicy): transports a document.repo may use, of
+    # https | ssh | git | local (file:// URLs and paths); sdg's own example beside an init'd skeleton is
+    # trusted without `local`. hosts: allow-list for remote repos, [] = any host, *.example.org = subdomains.
+    allow: list[str] = field(default_factory=lambda: ["https", "ssh"])
+    hosts: list[str] = field(default_factory=list)
+    # Caps per knowledge leaf: breaking one is an error that names the leaf, the file and the key.
+    max_bytes: int = 52_428_800  # its documents on disk in total, and the text they yield in total
+    max_file_bytes: int = 26_214_400  # one document file (markdown is read in blocks, never further)
+    max_pdf_pages: int = 2000  # pages of one PDF
+    pdf_timeout_s: float = 300.0  # text extraction of one PDF (checked between pages)
+    max_chunks_per_leaf: int = 2000
 
 
 @dataclass
@@ -96,8 +107,16 @@ class TeacherConfig:
     replicas: Optional[int] = None  # None = visible GPUs // tensor_parallel_size (at least 1)
     throughput_tok_s: Optional[float] = None  # measured output tok/s of one server, for --dry-run estimates
     startup_timeout_s: float = 900.0
-    request_timeout_s: float = 600.0
+    request_timeout_s: float = 600.0  # one attempt: no byte from the server for this long
+    # The served chat template: None = the model's own; a file (Jinja), or a name shipped with sdg
+    # (sdg/teacher/chat_templates.py: chatml). vLLM gets --chat-template FILE, llama.cpp its template text.
+    chat_template: Optional[str] = None
+    # system: send the prompts' system message as is | fold_into_user: prepend its text to the first user
+    # message (templates that reject a system role, e.g. Mixtral-8x7B-Instruct's original one).
+    system_prompt_mode: str = "system"
     max_retries: int = 4
+    request_deadline_s: float = 1200.0  # one request, all its attempts and back-offs together
+    max_response_bytes: int = 8_388_608  # a reply body larger than this is a bad response (not read whole)
     log_dir: str = "${xdg_cache:sdg/logs}"
     llama_cpp: LlamaCppConfig = field(default_factory=LlamaCppConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
@@ -115,6 +134,34 @@ class PipelineConfig:
 
 
 @dataclass
+class SamplingValues:
+    """Sampling of teacher requests; None = keep what the pipeline block's YAML says."""
+
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    max_tokens: Optional[int] = None  # teacher.max_tokens still caps every request
+    # Base of the block's request seeds: the k-th request of a unit sends unit seed + k + this (mod 2^31);
+    # None = the block's own (0 unless its YAML sets `seed`). Another value draws other samples, reproducibly.
+    seed: Optional[int] = None
+
+
+@dataclass
+class SamplingConfig(SamplingValues):
+    """`generate.sampling`: run-wide values for every llm block (judges too), and per block by name
+    (`+generate.sampling.blocks.judge_answer.temperature=0`); block > run-wide > the pipeline's YAML.
+
+    `blocks` maps a block name to SamplingValues. It is typed `Any` for OmegaConf 2.3, which cannot add an
+    entry to a dict of dataclasses from a `+key.sub=value` override; sdg/config/checks.py checks every
+    entry's keys and values when the config is composed, and `to_object` makes them SamplingValues."""
+
+    blocks: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.blocks = {name: v if isinstance(v, SamplingValues) else SamplingValues(**dict(v))
+                       for name, v in self.blocks.items()}
+
+
+@dataclass
 class GenerateConfig:
     """One `sdg data generate` run: where outputs go, how hard to push the teacher, resume policy."""
 
@@ -127,8 +174,15 @@ class GenerateConfig:
     system_prompt: str = "You are a knowledgeable, careful assistant. Answer accurately, completely and concisely."
     error_rate_limit: float = 0.5  # stop the run when this share of recent requests failed...
     error_window: int = 40  # ...over this many recent requests
+    # no reply at all for this long while requests wait: the teacher hangs; stop (finished units are kept)
+    stall_timeout_s: float = 300.0
+    unusable_limit: float = 0.9  # stop when this share of recent replies held nothing usable...
+    unusable_window: int = 100  # ...over this many recent replies
+    allow_empty: bool = False  # a run that keeps 0 samples exits 1 unless this is set
+    license: str = "other"  # the dataset card's `license` (a Hugging Face license id, e.g. apache-2.0, cc-by-4.0)
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | none
     progress_interval_s: float = 30.0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
 @dataclass

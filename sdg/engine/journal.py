@@ -13,6 +13,7 @@ unit's line shrinks about 4x, and writing the journal was a tenth of the engine'
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from sdg.errors import JournalError
 from sdg.pipeline.types import UnitResult
 
 FSYNC_EVERY_S = 2.0
+log = logging.getLogger("sdg.journal")
+NL = b"\n"
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ class UnitRecord:
 
 
 def record_of(unit_id: str, result: UnitResult) -> dict[str, Any]:
-    failed = bool(result.errors) and not result.rows and result.generated == 0
+    # Failed (redone on resume): a transient request failure anywhere in the unit (even if other requests
+    # gave rows: a judge that timed out must not leave the unit done with fewer rows), or nothing at all.
+    failed = result.transient_failure or (bool(result.errors) and not result.rows and result.generated == 0)
     return {"unit": unit_id, "status": "failed" if failed else "done", **_factored(result.rows),
             "generated": result.generated, "dropped": dict(result.dropped),
             "errors": [e.__dict__ for e in result.errors], "requests": result.requests,
@@ -68,8 +73,19 @@ def _rows_of(obj: dict[str, Any]) -> tuple[dict, ...]:
     return tuple({k: (r[k] if k in r else common[k]) for k in columns} for r in rows)
 
 
-def read_journal(path: Path, *, repair: bool = True) -> list[UnitRecord]:
-    """Every complete record, the last one per unit winning; a torn tail is cut off."""
+def _record(line: bytes) -> UnitRecord:
+    obj = json.loads(line)
+    return UnitRecord(obj["unit"], obj["status"], _rows_of(obj), int(obj.get("generated", 0)),
+                      dict(obj.get("dropped", {})), tuple(obj.get("errors", ())), int(obj.get("requests", 0)),
+                      int(obj.get("prompt_tokens", 0)), int(obj.get("completion_tokens", 0)))
+
+
+def read_journal(path: Path, *, repair: bool = True, problems: list[str] | None = None) -> list[UnitRecord]:
+    """Every complete record, the last done one per unit winning.
+
+    A torn tail (no newline: a kill mid-write) is cut off when `repair` (the caller owns the file). A bad
+    line inside the file (a torn fragment a later writer appended after) is skipped and named in
+    `problems`: the records around it are kept, and the unit it held is simply redone."""
     if not path.exists():
         return []
     records: dict[str, UnitRecord] = {}
@@ -83,25 +99,48 @@ def read_journal(path: Path, *, repair: bool = True) -> list[UnitRecord]:
             break  # torn tail without newline
         line = data[pos:nl]
         pos = nl + 1
+        good_end = pos
+        if not line.strip():
+            continue
         try:
-            obj = json.loads(line)
-            rec = UnitRecord(obj["unit"], obj["status"], _rows_of(obj), int(obj.get("generated", 0)),
-                             dict(obj.get("dropped", {})), tuple(obj.get("errors", ())), int(obj.get("requests", 0)),
-                             int(obj.get("prompt_tokens", 0)), int(obj.get("completion_tokens", 0)))
+            rec = _record(line)
         except (ValueError, KeyError, TypeError):
-            if pos >= len(data):
-                break  # a torn last line: drop it
-            line_no = data.count(b"\n", 0, pos)
-            raise JournalError(f"{path}: line {line_no} is not a journal record; the journal is "
-                               "damaged: move it away to redo that leaf") from None
+            line_no = data.count(NL, 0, pos)
+            msg = (f"{path}: line {line_no} is not a journal record (a torn write); skipped, "
+                   "its unit is redone")
+            log.warning(msg)
+            if problems is not None:
+                problems.append(msg)
+            continue
         prev = records.get(rec.unit)
         if prev is None or prev.status != "done" or rec.status == "done":
             records[rec.unit] = rec
-        good_end = pos
     if repair and good_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
+        repair_tail(path)
     return list(records.values())
+
+
+def repair_tail(path: Path) -> None:
+    """Cut a torn last line (bytes after the last newline) so the next append starts a fresh line."""
+    try:
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            step, end = 1 << 16, size
+            while end > 0:
+                start = max(0, end - step)
+                f.seek(start)
+                chunk = f.read(end - start)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    if start + nl + 1 < size:
+                        f.truncate(start + nl + 1)
+                    return
+                end = start
+            f.truncate(0)
+    except FileNotFoundError:
+        return
 
 
 @dataclass
@@ -114,6 +153,7 @@ class JournalStore:
 
     root: Path
     writer: str = ""
+    problems: list[str] = field(default_factory=list)  # damaged lines skipped while reading
     _files: dict[str, IO[str]] = field(default_factory=dict)
     _last_sync: float = 0.0
 
@@ -130,7 +170,7 @@ class JournalStore:
         """Records of every writer, the last done record per unit winning."""
         merged: dict[str, UnitRecord] = {}
         for path in self.paths(leaf_name):
-            for rec in read_journal(path, repair=path == self.path(leaf_name)):
+            for rec in read_journal(path, repair=path == self.path(leaf_name), problems=self.problems):
                 prev = merged.get(rec.unit)
                 if prev is None or prev.status != "done" or rec.status == "done":
                     merged[rec.unit] = rec
@@ -141,6 +181,7 @@ class JournalStore:
             f = self._files.get(leaf_name)
             if f is None:
                 self.root.mkdir(parents=True, exist_ok=True)
+                repair_tail(self.path(leaf_name))  # a previous attempt of this writer may have torn its last line
                 f = self._files[leaf_name] = open(self.path(leaf_name), "a", encoding="utf-8")
             f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
             f.flush()
@@ -157,13 +198,28 @@ class JournalStore:
             os.fsync(f.fileno())
 
     def close(self) -> None:
-        try:
-            self.sync()
-        except OSError:
-            pass
-        for f in self._files.values():
-            f.close()
+        """Flush, fsync and close every file. Never raises (it runs while another error unwinds); raise
+        what went wrong with `check()` when nothing else failed."""
+        for leaf, f in list(self._files.items()):
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                self.problems.append(f"cannot write the journal {self.path(leaf)}: {exc.strerror}")
+                self._failed = True
+            try:
+                f.close()
+            except OSError as exc:
+                self._failed = True
+                self.problems.append(f"cannot close the journal {self.path(leaf)}: {exc.strerror}")
         self._files.clear()
+
+    def check(self) -> None:
+        """JournalError if closing lost a write (disk full): the last units are redone on resume."""
+        if getattr(self, "_failed", False):
+            bad = "; ".join(p for p in self.problems if p.startswith("cannot"))
+            raise JournalError(f"{bad}; finished units written before are kept: free space and run the same "
+                               "command again to resume")
 
     def __iter__(self) -> Iterator[Path]:
         return iter(sorted(self.root.glob("*.jsonl"))) if self.root.exists() else iter(())

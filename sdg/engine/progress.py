@@ -98,6 +98,18 @@ class Progress:
             self._last_log = now
             self._line(self.status())
 
+    def idle(self, waiting: str) -> None:
+        """Called every second or so: when no unit finished for `interval_s`, a line saying what is waiting
+        (requests in flight, the oldest one's age, retries), so a stalled teacher shows as it happens."""
+        now = time.monotonic()
+        if self.mode == "none" or now - self._last_log < self.interval_s or self.interval_s <= 0:
+            return
+        last_unit = self._recent[-1][0] if self._recent else self._start
+        if now - last_unit < self.interval_s:
+            return
+        self._last_log = now
+        self._line(f"{self.status()}; {waiting}")
+
     def _rates(self) -> tuple[float, float]:
         """(units/s, tokens/s) over the recent window (since the start while it is short)."""
         if len(self._recent) < 2:

@@ -21,11 +21,21 @@ from sdg.pipeline.types import ChatFn, RequestError, UnitContext, UnitResult
 
 @dataclass
 class ErrorBreaker:
-    """Trips when more than `limit` of the last `window` requests failed."""
+    """Stops a run whose teacher is clearly broken; finished units stay journaled.
+
+    - errors: more than `limit` of the last `window` requests failed (judged once `min_requests` are seen,
+      so a dead teacher stops a run after a handful of requests, not 40);
+    - yield: more than `unusable_limit` of the last `unusable_window` replies came back with nothing
+      usable (empty, unparseable, cut off): the teacher answers, but not in a form any parser can use.
+    """
 
     limit: float = 0.5
     window: int = 40
+    min_requests: int = 10
+    unusable_limit: float = 0.9
+    unusable_window: int = 100
     _outcomes: deque = field(default_factory=deque)
+    _replies: deque = field(default_factory=deque)
     _reasons: Counter = field(default_factory=Counter)
 
     def observe(self, result: UnitResult) -> None:
@@ -36,7 +46,7 @@ class ErrorBreaker:
         self._outcomes.extend([False] * failures + [True] * oks)
         while len(self._outcomes) > self.window:
             self._outcomes.popleft()
-        if len(self._outcomes) >= self.window:
+        if len(self._outcomes) >= min(self.window, self.min_requests):
             bad = self._outcomes.count(False)
             if bad > self.limit * len(self._outcomes):
                 reason, _ = self._reasons.most_common(1)[0]
@@ -44,11 +54,24 @@ class ErrorBreaker:
                     f"stopping: {bad} of the last {len(self._outcomes)} teacher requests failed (limit "
                     f"{self.limit:.0%}, generate.error_rate_limit); most common: {reason}. Finished units are "
                     "journaled: fix the teacher and run the same command again to resume")
+        unusable = min(result.unusable, oks)
+        self._replies.extend([False] * unusable + [True] * (oks - unusable))
+        while len(self._replies) > self.unusable_window:
+            self._replies.popleft()
+        if len(self._replies) >= self.unusable_window:
+            bad = self._replies.count(False)
+            if bad > self.unusable_limit * len(self._replies):
+                raise TeacherBroken(
+                    f"stopping: the teacher's replies are not usable: {bad} of the last {len(self._replies)} were "
+                    "empty, unparseable or cut off (generate.unusable_limit). Check the chat template and the model "
+                    "(teacher.chat_template, teacher.system_prompt_mode, teacher.max_tokens); finished units are "
+                    "journaled")
 
 
 async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, journals: JournalStore, *,
                    done: Mapping[str, set[str]], workers: int, progress: Progress,
-                   breaker: ErrorBreaker | None = None, units: Iterable[Unit] | None = None) -> RunStats:
+                   breaker: ErrorBreaker | None = None, units: Iterable[Unit] | None = None,
+                   watch: object | None = None, tick_s: float = 1.0) -> RunStats:
     """Run every unit of `plan` (or of `units`, a slice of it) not in `done` (unit ids by leaf id).
 
     `progress` hears of every unit as it finishes; the stats returned count only the units run here."""
@@ -78,15 +101,25 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
             if breaker is not None:
                 breaker.observe(result)
 
-    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, workers))]
+    async def monitor() -> None:
+        """The watch's stall breaker, and progress lines while no unit completes (a stall shows as it happens)."""
+        while True:
+            await asyncio.sleep(tick_s)
+            watch.check()  # type: ignore[union-attr]
+            progress.idle(watch.describe())  # type: ignore[union-attr]
+
+    work = [asyncio.ensure_future(worker()) for _ in range(max(1, workers))]
+    tasks = work + ([asyncio.ensure_future(monitor())] if watch is not None else [])
     try:
-        finished, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        pending = set(tasks)
+        while any(t in pending for t in work):  # until every worker is done, or anything raised
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in finished:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for t in finished:
-            if t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
     except BaseException:
         for t in tasks:
             t.cancel()

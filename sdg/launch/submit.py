@@ -8,6 +8,7 @@ config after a scancel resumes the same way.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,6 +59,12 @@ class GenerateJob:
         return submitit.helpers.DelayedSubmission(self, again)
 
 
+def private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) readable by its owner only; tighten it if it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
 def make_executor(cfg: SdgConfig, folder: Path | None = None) -> Any:
     """A submitit executor for `cfg.cluster` writing its files under `<job_dir>/<job id>`."""
     from sdg.launch.cluster_plan import executor_parameters
@@ -69,6 +76,7 @@ def make_executor(cfg: SdgConfig, folder: Path | None = None) -> Any:
         raise ConfigError(f"cluster.nodes must be >= 1, not {c.nodes}")
     submitit = _submitit()
     root = Path(folder or c.job_dir).expanduser()
+    private_dir(root)  # submitit pickles the whole config (keys included) into it
     executor = submitit.AutoExecutor(folder=root / "%j", cluster="slurm", slurm_max_num_timeout=c.max_requeues)
     executor.update_parameters(**executor_parameters(c))
     return executor

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sdg.config.schema import ClusterConfig, SdgConfig
+from sdg.redact import redact_text
 from sdg.errors import ConfigError, SdgError
 
 LAUNCHER = "sdg_slurm"
@@ -37,7 +38,7 @@ class SweepJob:
 
     output_dir: Path
     overrides: str
-    status: str  # complete | dry-run | incomplete | failed | missing (the job never wrote its file)
+    status: str  # complete | dry-run | incomplete | empty (kept 0 samples) | failed | missing (never wrote its file)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +101,9 @@ def slurm_launcher(cluster: ClusterConfig, job_dir: str | Path) -> list[str]:
         qos=cluster.qos, account=cluster.account, constraint=cluster.constraint,
         max_num_timeout=cluster.max_requeues, array_parallelism=cluster.array_parallelism,
         setup=list(cluster.setup) or None, additional_parameters=dict(cluster.additional_parameters))
+    from sdg.launch.submit import private_dir
+
+    private_dir(Path(job_dir).expanduser().absolute())  # the array's pickles hold the whole config
     ConfigStore.instance().store(group="hydra/launcher", name=LAUNCHER, node=node, provider="sdg")
     return [f"hydra/launcher={LAUNCHER}"]
 
@@ -130,17 +134,26 @@ def run_combination(cfg: SdgConfig, overrides: str, *, log: Callable[[str], None
             if summary is None:
                 return None
             status, run_dir = ("complete" if summary.complete else "incomplete"), summary.run_dir
+            if summary.kept == 0 and not cfg.generate.allow_empty:
+                status = "empty"
         else:
             from sdg.run import generate
 
             result = generate(cfg, log=log)
             status = "dry-run" if cfg.generate.dry_run else "complete" if result.complete else "incomplete"
+            if result.empty and not cfg.generate.dry_run and not cfg.generate.allow_empty:
+                status = "empty"
             run_dir = str(result.run_dir) if result.run_dir else None
         job = SweepJob(out, overrides, status, run_dir, jid)
     except SdgError as exc:
         job = SweepJob(out, overrides, "failed", None, jid, str(exc))
     out.mkdir(parents=True, exist_ok=True)
-    record = {"overrides": job.overrides, "status": job.status, "run_dir": job.run_dir, "job_id": job.job_id,
+    from omegaconf import OmegaConf
+
+    from sdg.redact import redact
+
+    record = {"config": redact(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)),
+              "overrides": redact_text(job.overrides), "status": job.status, "run_dir": job.run_dir, "job_id": job.job_id,
               "error": job.error}
     (out / RESULT).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return job
@@ -202,7 +215,9 @@ def run_sweep(overrides: Sequence[str], *, log: Callable[[str], None] = print) -
         run_combination(to_object(cfg), HydraConfig.get().job.override_dirname or "job", log=log)
 
     saved = sys.argv
-    sys.argv = ["sdg", "-m", *overrides, *launcher, f"hydra.sweep.dir={_quote(str(sweep_dir))}"]
+    # hydra.output_subdir=null: Hydra would write every override (secrets too) in plain text per combination
+    sys.argv = ["sdg", "-m", *overrides, *launcher, f"hydra.sweep.dir={_quote(str(sweep_dir))}",
+                "hydra.output_subdir=null"]
     try:
         job()
     except SystemExit as exc:  # Hydra's run_and_report printed the reason and exits

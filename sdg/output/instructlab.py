@@ -3,8 +3,10 @@ instructlab-training and existing tooling read them unchanged.
 
 Per leaf: `preprocessed_<ds>/<leaf>.jsonl` (pipeline inputs), `generated_<ds>/<leaf>.jsonl` (rows as
 received), `node_datasets_<ds>/<leaf>.jsonl` (skills) or `<leaf>_p07.jsonl` + `<leaf>_p10.jsonl`
-(knowledge). Per run: the legacy `test_`, `train_`, `messages_` files, the two recipes and the two
-mixed phase files `knowledge_train_msgs_<ds>` (LAB phase 1) and `skills_train_msgs_<ds>` (phase 2).
+(knowledge), plus a knowledge leaf's evaluation set `mmlubench_<leaf>.jsonl` and its lm-eval task
+`<leaf>_task.yaml` (sdg.output.mmlubench). Per run: the legacy `test_`, `train_`, `messages_` files, the two
+recipes and the two mixed phase files `knowledge_train_msgs_<ds>` (LAB phase 1) and `skills_train_msgs_<ds>`
+(phase 2).
 
 Recipes are honest: every dataset at 1.0, i.e. everything that was generated, where InstructLab caps
 each skill leaf at 30 samples whatever the scale factor asked for. Everything is deterministic given
@@ -26,6 +28,7 @@ from sdg.output.knowledge import knowledge_datasets
 from sdg.output.layout import RunLayout
 from sdg.output.legacy import messages_record, seed_test_records, train_record
 from sdg.output.mix import mix_recipe
+from sdg.output.mmlubench import mcq_records, write_eval_task
 from sdg.output.preprocessed import preprocessed_rows
 from sdg.output.recipe import Recipe, RecipeEntry, write_recipe
 from sdg.output.result import LeafOutputs, OutputFiles, OutputWarning
@@ -81,7 +84,15 @@ def _write_leaf(layout: RunLayout, leaf: Leaf, rows: Sequence[Row], *, system_pr
         warnings.append(OutputWarning(f"no auxiliary instructions for dataset_type '{kind}': "
                                       "no auxiliary samples for it", leaf.id))
     p07, p10 = layout.node_dataset(leaf.name, "_p07"), layout.node_dataset(leaf.name, "_p10")
-    return replace(out, p07=p07, p07_rows=write_jsonl(p07, ds.p07), p10=p10, p10_rows=write_jsonl(p10, ds.p10))
+    out = replace(out, p07=p07, p07_rows=write_jsonl(p07, ds.p07), p10=p10, p10_rows=write_jsonl(p10, ds.p10))
+    mcq = mcq_records(leaf.id, leaf.domain, rows, seed=seed)
+    bench, task = layout.mmlubench(leaf.name), layout.eval_task(leaf.name)
+    if mcq.skipped:
+        warnings.append(OutputWarning(mcq.skipped, leaf.id))
+        for stale in (bench, task):  # from an earlier write of this folder: they would no longer match the run
+            stale.unlink(missing_ok=True)
+        return out
+    return replace(out, mmlubench=bench, eval_task=task, mmlubench_rows=write_eval_task(bench, task, leaf.name, mcq))
 
 
 def _mix(recipe: Path, output: Path, entries: Sequence[RecipeEntry], *, system_prompt: str,

@@ -73,6 +73,19 @@ class RunLayout:
         """`<leaf>.jsonl` for a skill leaf; suffix `_p07` / `_p10` for a knowledge leaf's two phases."""
         return self.node_datasets_dir / f"{leaf_name}{suffix}.jsonl"
 
+    def mmlubench(self, leaf_name: str) -> Path:
+        """A knowledge leaf's multiple-choice evaluation set (lm-eval's MMLU format), beside its node datasets."""
+        return self.node_datasets_dir / f"mmlubench_{leaf_name}.jsonl"
+
+    def eval_task(self, leaf_name: str) -> Path:
+        """The lm-eval task file that reads `mmlubench(leaf_name)`."""
+        return self.node_datasets_dir / f"{leaf_name}_task.yaml"
+
+    @property
+    def dataset_card(self) -> Path:
+        """The run's Hugging Face dataset card."""
+        return self.run_dir / "README.md"
+
     def make_dirs(self) -> None:
         for d in (self.preprocessed_dir, self.generated_dir, self.node_datasets_dir):
             d.mkdir(parents=True, exist_ok=True)

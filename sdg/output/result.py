@@ -20,7 +20,8 @@ class OutputWarning:
 
 @dataclass(frozen=True)
 class LeafOutputs:
-    """One leaf's files and row counts. Skill leaves have `node_dataset`; knowledge leaves `p07`/`p10`."""
+    """One leaf's files and row counts. Skill leaves have `node_dataset`; knowledge leaves `p07`/`p10` and,
+    when they have enough distinct answers, `mmlubench` + `eval_task`."""
 
     id: str
     name: str
@@ -36,10 +37,14 @@ class LeafOutputs:
     p07_rows: int = 0
     p10: Optional[Path] = None
     p10_rows: int = 0
+    mmlubench: Optional[Path] = None  # knowledge leaves with at least 4 distinct answers: the MCQ evaluation set
+    mmlubench_rows: int = 0
+    eval_task: Optional[Path] = None  # ...and the lm-eval task file that reads it
 
     @property
     def paths(self) -> tuple[Path, ...]:
-        return tuple(p for p in (self.preprocessed, self.generated, self.node_dataset, self.p07, self.p10) if p)
+        return tuple(p for p in (self.preprocessed, self.generated, self.node_dataset, self.p07, self.p10,
+                                 self.mmlubench, self.eval_task) if p)
 
 
 @dataclass(frozen=True)

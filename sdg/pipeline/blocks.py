@@ -50,8 +50,8 @@ class RunState:
         if n > 0:
             self.result.dropped[f"{block}:{reason}"] += n
 
-    def error(self, block: str, kind: str, message: str) -> None:
-        self.result.errors.append(RequestError(block, kind, message))
+    def error(self, block: str, kind: str, message: str, retryable: bool = False) -> None:
+        self.result.errors.append(RequestError(block, kind, message, retryable))
 
 
 @dataclass(frozen=True)

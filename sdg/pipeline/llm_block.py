@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sdg.errors import ConfigError
-from sdg.pipeline.blocks import BindEnv, Block, Bound, RunState, need_columns, register_block
+from sdg.pipeline.blocks import SEED_MASK, BindEnv, Block, Bound, RunState, need_columns, register_block
 from sdg.pipeline.parsers import PARSERS, ParserSpec
 from sdg.pipeline.templates import PromptFile
 from sdg.pipeline.types import Row
@@ -39,6 +39,8 @@ class LLMBlock(Block):
     parser: str  # a name in sdg.pipeline.parsers.PARSERS
     max_tokens: int
     temperature: float = 0.7
+    top_p: float | None = None  # None: not sent (the server's default)
+    seed: int | None = None  # base of the request seeds: the k-th request of a unit sends unit seed + k + seed
     outputs: dict[str, str] | None = None  # parser field -> column; default: same names
     num_samples: int | Literal["target_samples"] = 1  # samples to ask for per input row
     samples_per_call: int | None = None  # split num_samples over several calls of at most this many
@@ -54,6 +56,10 @@ class LLMBlock(Block):
             raise ConfigError(f"{where}: max_tokens must be >= 1, got {self.max_tokens}")
         if not 0 <= self.temperature <= 2:
             raise ConfigError(f"{where}: temperature must be between 0 and 2, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError(f"{where}: top_p must be > 0 and <= 1, got {self.top_p}")
+        if self.seed is not None and not 0 <= self.seed <= SEED_MASK:
+            raise ConfigError(f"{where}: seed must be from 0 to {SEED_MASK}, got {self.seed}")
         for key in ("num_samples", "samples_per_call", "cap"):
             v = getattr(self, key)
             if isinstance(v, int) and v < 1:
@@ -120,7 +126,7 @@ class LLMBlock(Block):
                     state.drop(self.name, "missing_column")
                     state.error(self.name, "missing_column", f"row has no column {e.args[0]!r} for {self.prompt}")
                     break
-                plans.append((i, messages, state.next_seed()))
+                plans.append((i, messages, (state.next_seed() + (self.seed or 0)) & SEED_MASK))
         if len(plans) == 1:  # the common case: no task and no gather for one request
             replies = [await self._ask(plans[0][1], plans[0][2], state)]
         else:
@@ -146,8 +152,9 @@ class LLMBlock(Block):
     async def _ask(self, messages: list[dict], seed: int, state: RunState) -> _Reply:
         assert self._parser is not None
         try:
+            extra = {} if self.top_p is None else {"top_p": self.top_p}
             res = await state.ctx.chat(messages, max_tokens=self.max_tokens, temperature=self.temperature,
-                                       seed=seed, stop=self.stop)
+                                       seed=seed, stop=self.stop, **extra)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the contract says chat never raises; a bad one must not end the unit
@@ -158,10 +165,12 @@ class LLMBlock(Block):
         result.completion_tokens += _int(getattr(res, "completion_tokens", 0))
         if not getattr(res, "ok", False):
             kind = str(getattr(res, "kind", "unknown") or "unknown")
-            state.error(self.name, kind, str(getattr(res, "message", "") or repr(res)))
+            state.error(self.name, kind, str(getattr(res, "message", "") or repr(res)),
+                        retryable=bool(getattr(res, "retryable", True)))
             return _Reply([], f"request_failed:{kind}")
         text = getattr(res, "text", "") or ""
         if not isinstance(text, str) or not text.strip():
+            result.unusable += 1
             return _Reply([], "empty_reply")
         fields = self._parser.fields
         items = [i for i in self._parser.parse(text) if all(isinstance(i.get(f), (str, int)) for f in fields)]
@@ -173,6 +182,7 @@ class LLMBlock(Block):
             state.drop(self.name, "truncated_item")
             return _Reply(items)
         if not items:
+            result.unusable += 1
             return _Reply([], "truncated" if cut else "unparseable")
         if self.valid_range is not None:
             lo, hi = self.valid_range

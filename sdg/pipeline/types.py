@@ -35,6 +35,7 @@ class RequestError:
     block: str
     kind: str
     message: str
+    retryable: bool = False  # transient (timeout, connection, 5xx, bad response): the unit is redone later
 
 
 @dataclass
@@ -46,11 +47,19 @@ class UnitResult:
     dropped: Counter = field(default_factory=Counter)  # "block:reason" -> count
     errors: list[RequestError] = field(default_factory=list)
     requests: int = 0
+    unusable: int = 0  # replies that came back but held nothing usable (empty, unparseable, cut off)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    @property
+    def transient_failure(self) -> bool:
+        """A request failed for a reason that may pass (the teacher hung, died, answered 5xx): the unit's
+        outcome is not final, so it is journaled failed and redone on the next attempt."""
+        return any(e.retryable for e in self.errors)
+
     def merge(self, other: "UnitResult") -> None:
         self.generated += other.generated
+        self.unusable += other.unusable
         self.dropped.update(other.dropped)
         self.errors.extend(other.errors)
         self.requests += other.requests

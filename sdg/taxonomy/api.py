@@ -9,6 +9,7 @@ from typing import Sequence
 
 from sdg.config.schema import SdgConfig
 from sdg.taxonomy.diff import DEFAULT_BASE, TaxonomyDiff, taxonomy_diff
+from sdg.taxonomy.documents import DocumentPolicy
 from sdg.taxonomy.findings import Finding
 from sdg.taxonomy.init import InitResult, init_taxonomy
 from sdg.taxonomy.layout import QNA_NAME, ROOTS, is_near_miss, taxonomy_root_of
@@ -35,6 +36,7 @@ def validation_options(cfg: SdgConfig, documents: bool = False) -> ValidationOpt
         documents_cache=Path(t.documents.cache_dir),
         chunk_tokens=t.documents.chunk_tokens,
         chunk_overlap_tokens=t.documents.chunk_overlap_tokens,
+        document_policy=DocumentPolicy.from_config(t.documents),
     )
 
 

@@ -28,6 +28,7 @@ class CheckContext:
     contents: Mapping[str, Any]
     node: yaml.Node | None
     seed_token_budget: int
+    document_policy: Any = None  # sdg.taxonomy.documents.DocumentPolicy; None = transport safety only
 
 
 def _seeds(contents: Mapping[str, Any]) -> list[Any]:
@@ -93,7 +94,7 @@ def seed_budget(ctx: CheckContext) -> Iterator[Issue]:
 
 
 def document_source(ctx: CheckContext) -> Iterator[Issue]:
-    from sdg.taxonomy.documents import check_pattern, check_repo_url
+    from sdg.taxonomy.documents import check_pattern, check_repo_url, check_source
 
     doc = ctx.contents.get("document")
     if ctx.kind != "knowledge" or not isinstance(doc, Mapping):
@@ -102,6 +103,8 @@ def document_source(ctx: CheckContext) -> Iterator[Issue]:
     if isinstance(repo, str):
         try:
             check_repo_url(repo)
+            if ctx.document_policy is not None:
+                check_source(repo, str(doc.get("commit", "")), ctx.document_policy)
         except UnsafeSourceError as exc:
             yield (["document", "repo"], ".document.repo", "error", str(exc))
     patterns = doc.get("patterns")

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from sdg.errors import ConfigError
+from sdg.errors import ConfigError, DocumentError
 from sdg.taxonomy.tokens import estimate_tokens
 
 if TYPE_CHECKING:
@@ -251,8 +251,13 @@ def chunk_markdown(
     overlap_tokens: int = 50,
     source: str = "",
     count: Counter = estimate_tokens,
+    limit: int | None = None,
 ) -> list[Chunk]:
-    """Cut one markdown document into chunks of at most `max_tokens` (see the module docstring)."""
+    """Cut one markdown document into chunks of at most `max_tokens` (see the module docstring).
+
+    `limit`: stop once more than `limit` chunks are made (the result then has `limit + 1`), so a caller
+    enforcing a cap does not cut a huge document to the end first.
+    """
     _check_args(max_tokens, overlap_tokens)
     if not text or not text.strip():
         return []
@@ -297,17 +302,34 @@ def chunk_markdown(
                 j = k
                 chunk_text, overlap_chars, tokens = assemble(prefix, j)
         chunks.append(Chunk(len(chunks), chunk_text, tokens, source, overlap_chars))
+        if limit is not None and len(chunks) > limit:
+            break
         previous, last_piece, i = chunk_text, pieces[j - 1], j
     return chunks
 
 
 def chunk_documents(
-    docs: Sequence[Document], *, max_tokens: int = 500, overlap_tokens: int = 50
+    docs: Sequence[Document], *, max_tokens: int = 500, overlap_tokens: int = 50, max_chunks: int | None = None,
+    leaf: str = "",
 ) -> list[Chunk]:
-    """Chunk every document in order; indexes run over all documents, overlap stays within one."""
+    """Chunk every document in order; indexes run over all documents, overlap stays within one.
+
+    More than `max_chunks` chunks (taxonomy.documents.max_chunks_per_leaf) is a DocumentError naming
+    `leaf`, the document where the cap was passed and the key; cutting stops there.
+    """
     _check_args(max_tokens, overlap_tokens)
     chunks: list[Chunk] = []
     for doc in docs:
-        for chunk in chunk_markdown(doc.text, max_tokens=max_tokens, overlap_tokens=overlap_tokens, source=doc.path):
+        left = None if max_chunks is None else max_chunks - len(chunks)
+        for chunk in chunk_markdown(doc.text, max_tokens=max_tokens, overlap_tokens=overlap_tokens, source=doc.path,
+                                    limit=left):
             chunks.append(replace(chunk, index=len(chunks)))
+        if max_chunks is not None and len(chunks) > max_chunks:
+            where = f"knowledge leaf {leaf}: " if leaf else ""
+            raise DocumentError(
+                f"{where}its documents make more than {max_chunks:,} chunks of up to {max_tokens} tokens (passed at "
+                f"{doc.path}); the limit is taxonomy.documents.max_chunks_per_leaf={max_chunks}: narrow "
+                f"document.patterns to the documents the leaf needs, or raise it (e.g. "
+                f"taxonomy.documents.max_chunks_per_leaf={max_chunks * 2})"
+            )
     return chunks

@@ -1,16 +1,22 @@
 """`sdg taxonomy init`: clone a taxonomy, or create a skeleton whose example leaves validate.
 
 The skeleton's knowledge leaf needs a document repository pinned to a commit; we make a tiny local
-one beside the taxonomy (deterministic author and dates, so its commit is the same everywhere), so
-generation works offline on a laptop.
+one beside the taxonomy (deterministic author, dates and git settings, so its commit is the same
+everywhere), so generation works offline on a laptop. Local document sources are refused by default
+(`taxonomy.documents.allow`); this one is trusted by its exact place (`example_documents_dir`) and the
+commit of the example sdg ships (`example_commit`, computed from the package data), see
+`sdg.taxonomy.documents.DocumentPolicy.for_taxonomy`.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
@@ -34,18 +40,68 @@ class InitResult:
     documents_repo: Path | None = None
 
 
-def _git(args: list[str], cwd: Path, what: str) -> str:
+EXAMPLE_MESSAGE = "Example knowledge documents"
+# No user or system git config (hooks, filters, autocrlf, signing) for the example repository, so its
+# commit is exactly `example_commit()` on every machine.
+_ISOLATED = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def _git(args: list[str], cwd: Path, what: str, isolated: bool = False) -> str:
+    env = {**os.environ, **gitutil.SAFE_GIT_ENV, **_IDENTITY, **(_ISOLATED if isolated else {})}
     try:
-        return git.Git(str(cwd)).execute(["git", *args], env={**os.environ, **gitutil.SAFE_GIT_ENV, **_IDENTITY})
+        return git.Git(str(cwd)).execute(["git", *args], env=env)
     except git.GitCommandError as exc:
         raise GitError(f"{what} failed: {(exc.stderr or '').strip()}") from None
 
 
-def _commit_all(path: Path, message: str) -> str:
-    _git(["init", "-q", "-b", "main"], path, f"git init in {path}")
-    _git(["add", "-A"], path, f"git add in {path}")
-    _git(["-c", "commit.gpgsign=false", "commit", "-q", "-m", message], path, f"git commit in {path}")
-    return _git(["rev-parse", "HEAD"], path, "git rev-parse").strip()
+def _commit_all(path: Path, message: str, isolated: bool = False) -> str:
+    _git(["init", "-q", "-b", "main"], path, f"git init in {path}", isolated)
+    _git(["add", "-A"], path, f"git add in {path}", isolated)
+    _git(["-c", "commit.gpgsign=false", "commit", "-q", "-m", message], path, f"git commit in {path}", isolated)
+    return _git(["rev-parse", "HEAD"], path, "git rev-parse", isolated).strip()
+
+
+def example_documents_dir(taxonomy: Path) -> Path:
+    """Where `sdg taxonomy init` puts the example document repository of a skeleton at `taxonomy`."""
+    taxonomy = Path(taxonomy)
+    return taxonomy.parent / f"{taxonomy.name}-example-documents"
+
+
+def _git_object(kind: bytes, body: bytes) -> str:
+    return hashlib.sha1(b"%s %d\0" % (kind, len(body)) + body).hexdigest()
+
+
+def _tree_sha(node) -> str | None:
+    """git's tree id of package data folder `node`, as `git add -A` stores it (files 100644)."""
+    entries = []
+    for child in node.iterdir():
+        if child.name == "__pycache__":
+            continue
+        name = child.name.encode("utf-8")
+        if child.is_dir():
+            sha = _tree_sha(child)
+            if sha is not None:  # git keeps no empty folders
+                entries.append((name + b"/", b"40000 " + name + b"\0" + bytes.fromhex(sha)))
+        else:
+            sha = _git_object(b"blob", child.read_bytes())
+            entries.append((name, b"100644 " + name + b"\0" + bytes.fromhex(sha)))
+    if not entries:
+        return None
+    return _git_object(b"tree", b"".join(body for _, body in sorted(entries)))
+
+
+@functools.lru_cache(maxsize=1)
+def example_commit() -> str:
+    """The commit sha of the example document repository, computed from the package data alone."""
+    tree = _tree_sha(resources.files("sdg.taxonomy").joinpath("example_documents"))
+    if tree is None:
+        raise ValueError("sdg's example documents are missing from the installed package")
+    when = datetime.strptime(_IDENTITY["GIT_COMMITTER_DATE"], "%Y-%m-%dT%H:%M:%S%z")
+    stamp = f"{int(when.timestamp())} {when.strftime('%z')}"
+    author = f"{_IDENTITY['GIT_AUTHOR_NAME']} <{_IDENTITY['GIT_AUTHOR_EMAIL']}> {stamp}"
+    committer = f"{_IDENTITY['GIT_COMMITTER_NAME']} <{_IDENTITY['GIT_COMMITTER_EMAIL']}> {stamp}"
+    body = f"tree {tree}\nauthor {author}\ncommitter {committer}\n\n{EXAMPLE_MESSAGE}\n"
+    return _git_object(b"commit", body.encode("utf-8"))
 
 
 def _copy_package_tree(folder: str, dest: Path) -> None:
@@ -76,7 +132,7 @@ def example_documents_repo(dest: Path) -> tuple[Path, str]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".sdg-docs-", dir=dest.parent))
     _copy_package_tree("example_documents", work)
-    commit = _commit_all(work, "Example knowledge documents")
+    commit = _commit_all(work, EXAMPLE_MESSAGE, isolated=True)
     os.replace(work, dest)
     return dest, commit
 
@@ -121,7 +177,7 @@ def init_taxonomy(path: Path, repository: str | None = None, documents_dir: Path
                  f"cloning the taxonomy {repository}")
             action, docs = "cloned", None
         else:
-            docs_dir = documents_dir or path.parent / f"{path.name}-example-documents"
+            docs_dir = documents_dir or example_documents_dir(path)
             docs, commit = example_documents_repo(docs_dir)
             _copy_package_tree("skeleton", work)
             leaf = work / "knowledge/science/astronomy/solar_eclipses/qna.yaml"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence, Union
 
 from sdg.errors import TaxonomyError, ValidationFailed
-from sdg.taxonomy.documents import DocumentSource, fetch_documents
+from sdg.taxonomy.documents import DocumentPolicy, DocumentSource, fetch_documents
 from sdg.taxonomy.validate import FileResult, ValidationOptions, ValidationResult, validate_files
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # no "." either: journals use it as a separator
@@ -92,6 +92,9 @@ class KnowledgeLeaf(_LeafBase):
     seeds: tuple[KnowledgeSeed, ...] = ()
     document: DocumentSource | None = None
     chunks: tuple[Any, ...] = field(default=(), repr=False)  # sdg.taxonomy.chunking.Chunk
+    # The source policy and caps its documents are fetched under (from the validation that loaded it,
+    # i.e. from the config, with sdg's own example beside its taxonomy trusted); None = the default policy.
+    document_policy: DocumentPolicy | None = field(default=None, repr=False, compare=False)
 
 
 Leaf = Union[FreeformSkillLeaf, GroundedSkillLeaf, FoundationalSkillLeaf, KnowledgeLeaf]
@@ -118,7 +121,7 @@ def leaf_from(result: FileResult) -> Leaf:
                       for s in c["seed_examples"])
         ref = DocumentSource(str(doc["repo"]), str(doc["commit"]), tuple(str(p) for p in doc["patterns"]))
         return KnowledgeLeaf(**base, domain=str(c["domain"]), document_outline=str(c["document_outline"]),
-                             seeds=seeds, document=ref)
+                             seeds=seeds, document=ref, document_policy=result.document_policy)
     seeds = _skill_seeds(c)
     grounded = bool(seeds and seeds[0].context)
     if root == "foundational_skills":
@@ -145,11 +148,15 @@ def load_leaves(root: Path, rel_paths: Sequence[str], options: ValidationOptions
     return leaves, result
 
 
-def with_chunks(leaf: KnowledgeLeaf, cache_dir: Path, max_tokens: int = 500, overlap_tokens: int = 50) -> KnowledgeLeaf:
-    """The leaf with its documents fetched at the pinned commit and chunked."""
+def with_chunks(leaf: KnowledgeLeaf, cache_dir: Path, max_tokens: int = 500, overlap_tokens: int = 50,
+                policy: DocumentPolicy | None = None) -> KnowledgeLeaf:
+    """The leaf with its documents fetched at the pinned commit and chunked, within `policy` (default: the
+    leaf's own `document_policy`, else the default policy): refusals name the leaf's qna.yaml."""
     from sdg.taxonomy.chunking import chunk_documents
 
     assert leaf.document is not None
-    fetched = fetch_documents(leaf.document, Path(cache_dir))
-    chunks = chunk_documents(fetched.documents, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
+    policy = policy or leaf.document_policy or DocumentPolicy()
+    fetched = fetch_documents(leaf.document, Path(cache_dir), policy, leaf=leaf.path)
+    chunks = chunk_documents(fetched.documents, max_tokens=max_tokens, overlap_tokens=overlap_tokens,
+                             max_chunks=policy.max_chunks_per_leaf, leaf=leaf.path)
     return replace(leaf, chunks=tuple(chunks))

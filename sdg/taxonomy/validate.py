@@ -6,6 +6,7 @@ touches the network unless `documents=True`, which fetches each knowledge leaf's
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from yamllint.config import YamlLintConfig, YamlLintConfigError
 from sdg.errors import ConfigError, SdgError
 from sdg.taxonomy import schema_check
 from sdg.taxonomy.checks import CheckContext, leaf_fingerprint, run_file_checks
+from sdg.taxonomy.documents import DocumentPolicy
 from sdg.taxonomy.findings import Finding, count
 from sdg.taxonomy.layout import QNA_NAME, ROOTS, taxonomy_parts
 from sdg.taxonomy.yamlload import GENERIC_FIX, YamlProblem, check_pure_syntax, load_yaml, locate
@@ -38,6 +40,9 @@ class ValidationOptions:
     documents_cache: Path | None = None
     chunk_tokens: int = 500
     chunk_overlap_tokens: int = 50
+    # Which document sources are allowed (checked on the document.repo line, and before any fetch) and the
+    # caps on reading them; the default is the config's default (https and ssh, default caps).
+    document_policy: DocumentPolicy = field(default_factory=DocumentPolicy)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ class FileResult:
     version: int = 0
     node: yaml.Node | None = field(default=None, repr=False, compare=False)
     fingerprint: str | None = None  # of the generation input, for the duplicate-leaf check
+    # options.document_policy for this file's taxonomy (sdg's example beside it trusted); leaves carry it
+    document_policy: DocumentPolicy | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -107,14 +114,31 @@ class _FileValidator:
         self.path, self.parts, self.options = path, parts, options
         self.display = display_path(path)
         self.findings: list[Finding] = []
+        self.root = _root_of(path, parts)
+        self.policy = _policy_for(options.document_policy, self.root)
 
     def add(self, severity: str, message: str, line: int = 1, col: int = 1, yaml_path: str = "", check: str = "") -> None:
         self.findings.append(Finding(self.display, int(line), int(col), severity, message, yaml_path, check))  # type: ignore[arg-type]
 
     def result(self, **kw: Any) -> FileResult:
-        return FileResult(self.path, self.display, self.parts, tuple(self.findings), **kw)
+        return FileResult(self.path, self.display, self.parts, tuple(self.findings), document_policy=self.policy, **kw)
+
+    def _outside(self) -> str | None:
+        """Where the file really is when a symlink (it, or a folder above it) leads out of the taxonomy."""
+        try:
+            real, root = self.path.resolve(strict=True), self.root.resolve()
+        except (OSError, RuntimeError):  # missing, or a symlink loop: read() reports it
+            return None
+        return None if real == root or root in real.parents else str(real)
 
     def read(self) -> str | None:
+        outside = self._outside()
+        if outside is not None:
+            self.add("error", f"this leaf file is a symlink (or lies in a symlinked folder) that leads out of the "
+                     f"taxonomy {self.root}, to {outside}; a taxonomy's leaves must be files inside it (a link "
+                     "could make sdg read any file on this machine): replace the link with the file itself",
+                     check="read")
+            return None
         try:
             st = self.path.stat()
         except OSError as exc:
@@ -197,7 +221,7 @@ class _FileValidator:
             self.add("error", message, line, col, yaml_path if abs_path or yaml_path != "." else ".", check="schema")
         if schema_ok and bad_key is None:
             kind = self.parts[0] if self.parts and self.parts[0] in ROOTS else name
-            ctx = CheckContext(kind, contents, node, self.options.seed_token_budget)
+            ctx = CheckContext(kind, contents, node, self.options.seed_token_budget, self.policy)
             for line, col, yaml_path, severity, message in run_file_checks(ctx):
                 self.add(severity, message, line, col, yaml_path, check="sdg")
             if self.options.documents and kind == "knowledge" and not any(f.is_error for f in self.findings):
@@ -206,13 +230,17 @@ class _FileValidator:
         return self.result(contents=contents, version=version, node=node)
 
     def _check_documents(self, contents: Mapping[str, Any], node: yaml.Node | None) -> None:
+        from sdg.taxonomy.chunking import chunk_documents
         from sdg.taxonomy.documents import DocumentSource, fetch_documents
 
         doc = contents["document"]
         source = DocumentSource(doc["repo"], str(doc["commit"]), tuple(doc["patterns"]))
         cache = self.options.documents_cache or Path.home() / ".cache" / "sdg" / "documents"
         try:
-            fetched = fetch_documents(source, cache)
+            fetched = fetch_documents(source, cache, self.policy, leaf=self.display)
+            chunk_documents(fetched.documents, max_tokens=self.options.chunk_tokens,
+                            overlap_tokens=self.options.chunk_overlap_tokens,
+                            max_chunks=self.policy.max_chunks_per_leaf, leaf=self.display)
         except SdgError as exc:
             line, col = locate(node, ["document"])
             self.add("error", str(exc), line, col, ".document", check="documents")
@@ -299,8 +327,20 @@ PARALLEL_MIN_FILES = 64
 def _validate_one(job: tuple[Path, tuple[str, ...], ValidationOptions]) -> FileResult:
     path, parts, options = job
     result = _FileValidator(path, parts, options).run()
-    return FileResult(result.path, result.display, result.parts, result.findings, result.contents, result.version,
-                      None, result.fingerprint)  # YAML nodes stay in the worker process
+    return dataclasses.replace(result, node=None)  # YAML nodes stay in the worker process
+
+
+@functools.lru_cache(maxsize=64)
+def _policy_for(policy: DocumentPolicy, root: Path) -> DocumentPolicy:
+    return policy.for_taxonomy(root)
+
+
+def _root_of(path: Path, parts: Sequence[str]) -> Path:
+    """The taxonomy root of a file whose path inside the taxonomy is `parts`."""
+    root = Path(path).absolute()
+    for _ in parts:
+        root = root.parent
+    return root
 
 
 def _run_all(jobs: list[tuple[Path, tuple[str, ...], ValidationOptions]], workers: int) -> list[FileResult]:

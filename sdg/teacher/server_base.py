@@ -27,11 +27,18 @@ from typing import ClassVar, Mapping, Sequence
 import httpx
 
 from sdg.errors import TeacherStartError
+from sdg.teacher.client import SYSTEM_PROMPT_MODES, shape_messages
 
 STOP_GRACE_S = 15.0
 PORT_IN_USE = "its port is already in use"
 PORT_RETRIES = 3
 LOG_TAIL_LINES = 25
+# The readiness probe has the shape of every generation request: a system message and a user message,
+# shaped by teacher.system_prompt_mode as the client shapes them.
+PROBE_MESSAGES = ({"role": "system", "content": "You are a careful assistant."}, {"role": "user", "content": "Say OK."})
+# What servers answer when a chat template raises (vLLM, llama.cpp: 400; some versions: 422 or 500).
+TEMPLATE_ERROR_STATUSES = frozenset({400, 422, 500})
+FOLD_FIX = "teacher.system_prompt_mode=fold_into_user"
 
 
 class ServerState(enum.Enum):
@@ -101,11 +108,14 @@ class TeacherServer(ABC):
 
     def __init__(self, *, model_name: str, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
                  log_path: Path | None = None, startup_timeout_s: float = 900.0, gpus: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, name: str = "teacher") -> None:
+                 env: Mapping[str, str] | None = None, name: str = "teacher", system_prompt_mode: str = "system") -> None:
         self.model_name, self.host, self.port, self.api_key = model_name, host, port, api_key
         self.log_path, self.startup_timeout_s, self.gpus = log_path, startup_timeout_s, tuple(gpus)
         self.base_env = dict(os.environ if env is None else env)
         self.name = name
+        if system_prompt_mode not in SYSTEM_PROMPT_MODES:
+            raise ValueError(f"system_prompt_mode must be one of {', '.join(SYSTEM_PROMPT_MODES)}")
+        self.system_prompt_mode = system_prompt_mode
         self.state = ServerState.NEW
         self.proc: subprocess.Popen[bytes] | None = None
         self.base_url: str | None = None
@@ -230,20 +240,36 @@ class TeacherServer(ABC):
         return self.endpoint()
 
     def probe(self, client: httpx.Client) -> str | None:
-        """A real one-token chat completion; None when it works, else what went wrong."""
-        body = {"model": self.model_name, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1,
-                "temperature": 0}
+        """A real one-token chat completion of a system + user pair, shaped as generation requests are;
+        None when it works, else what went wrong. A chat template that rejects the system message is a
+        TeacherStartError at once (nothing changes by waiting) that names FOLD_FIX."""
+        messages = shape_messages([dict(m) for m in PROBE_MESSAGES], self.system_prompt_mode)
+        problem, status = self._complete(client, messages)
+        if problem is None or self.system_prompt_mode != "system" or status not in TEMPLATE_ERROR_STATUSES:
+            return problem
+        # Does the same request with the system text folded into the user message work, while the pair
+        # still fails? Then it is the template, not a server that is not ready yet.
+        folded, _ = self._complete(client, shape_messages([dict(m) for m in PROBE_MESSAGES], "fold_into_user"))
+        if folded is None and self._complete(client, messages)[1] == status:
+            raise self._fail(f"its chat template rejects the system message every prompt sends ({problem}); "
+                             f"set {FOLD_FIX} (the system text then opens the first user message), or choose a "
+                             "teacher.chat_template that accepts a system role")
+        return problem
+
+    def _complete(self, client: httpx.Client, messages: list[dict]) -> tuple[str | None, int | None]:
+        """(None, 200) for a one-token chat completion that works, else (what went wrong, HTTP status)."""
+        body = {"model": self.model_name, "messages": messages, "max_tokens": 1, "temperature": 0}
         try:
             r = client.post(f"{self.base_url}/chat/completions", json=body, headers=self._headers())
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}", None
         if r.status_code != 200:
-            return f"HTTP {r.status_code}: {r.text[:300]}"
+            return f"HTTP {r.status_code}: {_error_text(r)}", r.status_code
         try:
             r.json()["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError):
-            return f"not an OpenAI chat completion: {r.text[:300]}"
-        return None
+            return f"not an OpenAI chat completion: {r.text[:300]}", r.status_code
+        return None, r.status_code
 
     def start(self) -> ServedEndpoint:
         self.launch()
@@ -283,6 +309,23 @@ class TeacherServer(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _error_text(r: httpx.Response) -> str:
+    """A server's error on one line: OpenAI's error.message (its first and last lines when it is long, as
+    llama.cpp's template errors are: the last says what the template raised), else the body's start."""
+    try:
+        data = r.json()
+        err = data.get("error", data) if isinstance(data, dict) else None
+        text = err.get("message") if isinstance(err, dict) else err
+    except ValueError:
+        text = None
+    if not isinstance(text, str) or not text.strip():
+        text = r.text
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) > 2:
+        lines = [lines[0], "...", lines[-1]]
+    return " ".join(lines)[:500]
 
 
 def _url_host(host: str) -> str:

@@ -37,7 +37,8 @@ def api_key_for(cfg: TeacherConfig, env: Mapping[str, str]) -> str | None:
 
 def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
                   log_dir: Path | None = None, plan: NodePlan | None = None) -> list[TeacherServer]:
-    """The servers this node should run for `cfg` (nothing is started). Pure but for model lookup.
+    """The servers this node should run for `cfg` (nothing is started). Pure but for model lookup (and writing
+    a shipped teacher.chat_template next to the logs).
 
     `plan`: the node's replicas, planned once by the caller (a Slurm node); else planned here from the
     visible GPUs. llama.cpp runs one CPU server per planned replica (standing in for vLLM on GPU nodes)."""
@@ -46,10 +47,14 @@ def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, e
         raise ConfigError(f"unknown teacher.backend '{cfg.backend}': choose one of {', '.join(BACKENDS)}")
     logs = Path(log_dir or cfg.log_dir)
     common = dict(model_name=cfg.served_model_name, host=cfg.host, api_key=api_key_for(cfg, env), env=env,
-                  name=cfg.name, startup_timeout_s=cfg.startup_timeout_s)
+                  name=cfg.name, startup_timeout_s=cfg.startup_timeout_s, system_prompt_mode=cfg.system_prompt_mode)
     if cfg.backend == "endpoint":
         if extra_args:
             raise UsageError(f"extra arguments are for vLLM only: {' '.join(extra_args)}")
+        if cfg.chat_template:
+            raise ConfigError(f"teacher.chat_template={cfg.chat_template} needs a server that sdg starts (vllm, "
+                              "llama-cpp); an endpoint serves its own template (teacher.system_prompt_mode still "
+                              "applies)")
         if not cfg.endpoint_url:
             raise ConfigError("teacher.backend=endpoint needs teacher.endpoint_url (or --endpoint-url)")
         common["startup_timeout_s"] = min(cfg.startup_timeout_s, ENDPOINT_PROBE_TIMEOUT_S)
@@ -59,6 +64,10 @@ def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, e
 
     if not cfg.model:
         raise ConfigError(f"teacher '{cfg.name}' has no teacher.model; set it (or --model-path)")
+    from sdg.teacher.chat_templates import resolve_chat_template
+
+    template = resolve_chat_template(cfg.chat_template, logs)
+    template_file = str(template) if template else None
     model = resolve_model_path(cfg.model, model_dir=Path(cfg.model_dir), filename=cfg.filename, revision=cfg.revision)
     if cfg.backend == "llama-cpp":
         if extra_args:
@@ -68,7 +77,7 @@ def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, e
         count = len(plan.replicas) if plan is not None else cfg.replicas or 1
         lc = cfg.llama_cpp
         return [LlamaCppServer(gguf=str(model), context_length=cfg.context_length, n_parallel=lc.n_parallel,
-                               n_threads=lc.n_threads, n_gpu_layers=lc.n_gpu_layers, port=0,
+                               n_threads=lc.n_threads, n_gpu_layers=lc.n_gpu_layers, port=0, chat_template=template_file,
                                log_path=logs / f"{cfg.name}-llama-cpp-{i}.log", **common)  # type: ignore[arg-type]
                 for i in range(count)]
     if plan is None:
@@ -79,7 +88,7 @@ def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, e
         servers.append(VllmServer(model_path=str(model), command=cfg.vllm.command, tensor_parallel_size=cfg.tensor_parallel_size,
                                   context_length=cfg.context_length, extra_args=[*cfg.vllm.args, *extra_args],
                                   vllm_env=dict(cfg.vllm.env), max_num_seqs=cfg.vllm.max_num_seqs,
-                                  dist_port=free_port(), gpus=r.gpus, port=port,
+                                  dist_port=free_port(), gpus=r.gpus, port=port, chat_template=template_file,
                                   log_path=logs / f"{cfg.name}-vllm-{r.index}.log", **common))  # type: ignore[arg-type]
     return servers
 
@@ -100,13 +109,30 @@ def stop_all(servers: Sequence[TeacherServer]) -> None:
         s.stop()
 
 
+class Served(list):
+    """The endpoints of started servers (a list of ServedEndpoint) that can say whether the servers live."""
+
+    def __init__(self, endpoints: Sequence[ServedEndpoint], servers: Sequence[TeacherServer]) -> None:
+        super().__init__(endpoints)
+        self._servers = list(servers)
+
+    def check_alive(self) -> None:
+        """TeacherStartError naming the server that exited (the watchdog of a running generate)."""
+        for s in self._servers:
+            if s.backend != "endpoint" and not s.alive():
+                code = s.proc.returncode if s.proc is not None else "?"
+                raise TeacherStartError(f"the {s.backend} teacher exited while generating (code {code}); log: "
+                                        f"{s.log_path}\n{s.log_tail()}\nFinished units are journaled: run the same "
+                                        "command again to resume")
+
+
 @contextlib.contextmanager
-def serving(cfg: TeacherConfig, **kw) -> Iterator[list[ServedEndpoint]]:
+def serving(cfg: TeacherConfig, **kw) -> Iterator[Served]:
     """Start the teacher for `cfg`, yield its endpoints, and always stop it."""
     servers = build_servers(cfg, **kw)
     endpoints = start_all(servers)
     try:
-        yield endpoints
+        yield Served(endpoints, servers)
     finally:
         stop_all(servers)
 
