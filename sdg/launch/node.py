@@ -183,8 +183,12 @@ def _drive(cfg: SdgConfig, env: NodeEnv, files: AttemptFiles, token: str, ray_no
                                       f"{join_timeout(cfg):.0f} s; see the node logs in {files.root.parent.parent}")
             time.sleep(0.2)
         nodes = {r.node: r.endpoints for r in recs}
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         ray.init(address=ray_node.address, _node_ip_address=env.ip, logging_level="WARNING", log_to_driver=False,
                  configure_logging=False)
+        for s, h in handlers.items():  # Ray's C++ handler aborts on SIGTERM: keep submitit's (or our unwind)
+            if h is not None:
+                signal.signal(s, h)
         try:
             wait_for_nodes(list(nodes), timeout_s=120.0, alive_check=head_alive)
             log(f"{len(nodes)} nodes ready: {', '.join(sorted(nodes))}")
