@@ -426,8 +426,11 @@ def test_empty_knowledge_leaf_and_skills_only_runs(tmp_path: Path) -> None:
     out = write_outputs(tmp_path / "k", STAMP, [nothing], {}, system_prompt=SYS)
     lo = out.leaf(nothing.id)
     assert lo.p07.read_text() == lo.p10.read_text() == "" and lo.input_rows == 0
-    assert out.knowledge_train_msgs.read_text() == "" and out.knowledge_train_rows == 0
-    assert {w.leaf_id for w in out.warnings} == {nothing.id}
+    # no knowledge samples: no empty phase-1 file (instructlab-training cannot read one), and a warning says so
+    assert out.knowledge_train_msgs is None and out.knowledge_train_rows == 0
+    assert not list((tmp_path / "k").glob("knowledge_train_msgs_*"))
+    assert {w.leaf_id for w in out.warnings} == {nothing.id, None}
+    assert any("no knowledge (LAB phase 1) samples" in str(w) for w in out.warnings)
     out = write_outputs(tmp_path / "s", STAMP, [FREEFORM], {FREEFORM.id: GENERATED[FREEFORM.id]}, system_prompt=SYS)
     assert out.knowledge_recipe is None and out.knowledge_train_msgs is None
     assert not list((tmp_path / "s").glob("knowledge_*"))

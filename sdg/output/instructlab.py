@@ -101,7 +101,11 @@ def _mix(recipe: Path, output: Path, entries: Sequence[RecipeEntry], *, system_p
     if not entries:
         return None, None, 0
     write_recipe(recipe, Recipe(tuple(entries), system_prompt))
-    return recipe, output, mix_recipe(recipe, output, system_prompt=system_prompt, seed=seed)
+    n = mix_recipe(recipe, output, system_prompt=system_prompt, seed=seed)
+    if n == 0:  # an empty phase file stops instructlab-training ("Malformed or missing data"): leave it out
+        output.unlink(missing_ok=True)
+        return recipe, None, 0
+    return recipe, output, n
 
 
 def write_outputs(run_dir: Path, stamp: str, leaves: Sequence[Leaf], generated: Mapping[str, Sequence[Row]], *,
@@ -145,6 +149,10 @@ def write_outputs(run_dir: Path, stamp: str, leaves: Sequence[Leaf], generated: 
                                      system_prompt=system_prompt, seed=seed)
     s_recipe, s_train, s_rows = _mix(layout.skills_recipe, layout.skills_train_msgs, skills_entries,
                                      system_prompt=system_prompt, seed=seed)
+    for recipe, train, what in ((k_recipe, k_train, "knowledge (LAB phase 1)"), (s_recipe, s_train, "skills (phase 2)")):
+        if recipe is not None and train is None:
+            warnings.append(OutputWarning(f"no {what} samples: its training file is not written (an empty file "
+                                          "stops instructlab-training)"))
     return OutputFiles(
         run_dir=layout.run_dir, stamp=stamp, test=layout.test, train=layout.train, messages=layout.messages,
         knowledge_recipe=k_recipe, skills_recipe=s_recipe, knowledge_train_msgs=k_train, skills_train_msgs=s_train,
