@@ -108,8 +108,9 @@ RULES: dict[str, Rule] = {
     "teacher.backend": Choice(("llama-cpp", "vllm", "endpoint"), "how the teacher is served"),
     "teacher.port": Range("TCP port of the first server, 0 = a free port", ge=0, le=65535),
     "teacher.context_length": Range("the teacher's context window, in tokens", ge=1),
-    "teacher.max_tokens": Range("tokens one answer may use, the prompt needs room in the context window",
-                                ge=1, lt_key="teacher.context_length"),
+    # not checked against context_length: `model serve --max-ctx-size` sets a server's window, and the
+    # client asks for min(block max_tokens, this) per request
+    "teacher.max_tokens": Range("tokens one answer may use", ge=1),
     "teacher.tensor_parallel_size": Range("GPUs per teacher server", ge=1),
     "teacher.replicas": Range("teacher servers to start, null = visible GPUs / tensor_parallel_size",
                               ge=1, optional=True),
