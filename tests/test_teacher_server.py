@@ -173,3 +173,19 @@ def test_cli_serve_refuses_tensor_parallel_without_gpus(tmp_path: Path, sdg_env:
     assert r.returncode == 1 and "only 1 GPU visible" in r.stderr and "Traceback" not in r.stderr
     r = sdg_cli(sdg_env, "model", "serve", "--model-path", smollm2_gguf(), "--", "--dtype", "auto")
     assert r.returncode == 2 and "Unsupported extra arguments" in r.stderr
+
+
+def test_fatal_lines_are_errors_not_advice() -> None:
+    """vLLM's INFO hint about memory during CUDA-graph capture must not stop a healthy start; the real
+    out-of-memory error, a port clash and a CUDA error must."""
+    from sdg.teacher.server_base import PORT_IN_USE, fatal_reason
+
+    healthy = ("INFO 12-01 10:00:00 [gpu_model_runner.py:2000] Capturing CUDA graphs. If out of memory error occurs "
+               "during cudagraph capture, consider decreasing `gpu_memory_utilization` or switching to eager mode.\n"
+               "INFO 12-01 10:00:01 If out-of-memory error occurs, try --enforce-eager\n"
+               "WARNING 12-01 10:00:02 CUDA out of memory would be likely with this context length\n")
+    assert fatal_reason(healthy) is None
+    assert "out of memory" in fatal_reason(healthy + "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB\n")
+    assert "out of memory" in fatal_reason("ERROR 12-01 10:00:03 [core.py:1] CUDA out of memory\n")
+    assert fatal_reason("OSError: [Errno 98] Address already in use\n") == PORT_IN_USE
+    assert "CUDA/NCCL" in fatal_reason("RuntimeError: CUDA error: no kernel image is available\n")

@@ -51,15 +51,28 @@ class ServerState(enum.Enum):
 
 
 # Log lines that mean the server will never come up, and what to do about each.
-FATAL_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), why) for p, why in (
-    (r"address already in use|EADDRINUSE|\[Errno 98\]|couldn't bind HTTP server socket", PORT_IN_USE),
-    (r"CUDA out of memory|OutOfMemoryError|out of memory", "it ran out of memory (lower teacher.context_length, "
-                                                            "use more GPUs, or a smaller model)"),
-    (r"CUDA error|no CUDA-capable device|cudaErrorNoDevice|NCCL error", "a CUDA/NCCL error (check the GPUs it was given)"),
+# Each pattern is matched per line; a line logged at INFO/DEBUG/WARNING level is advice, not a failure
+# (vLLM prints "if out of memory error occurs during cudagraph capture, ..." at INFO while starting well).
+_NOT_ADVICE = r"^(?!.*\b(?:INFO|DEBUG|WARNING|WARN)\b)[^\n]*?"
+FATAL_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(_NOT_ADVICE + p, re.I | re.M), why)
+                                                               for p, why in (
+    (r"(?:address already in use|EADDRINUSE|\[Errno 98\]|couldn't bind HTTP server socket)", PORT_IN_USE),
+    (r"(?:CUDA out of memory|OutOfMemoryError|out[ -]of[ -]memory)", "it ran out of memory (lower "
+                                                                   "teacher.context_length, use more GPUs, or a smaller model)"),
+    (r"(?:CUDA error|no CUDA-capable device|cudaErrorNoDevice|NCCL error)", "a CUDA/NCCL error (check the GPUs it was "
+                                                                           "given)"),
     (r"No module named '?vllm", "vLLM is not installed for that Python (set teacher.vllm.command to the env that has it)"),
     (r"Engine core initialization failed", "vLLM's engine failed to start (see the log above)"),
-    (r"failed to load model|error loading model|unable to load model", "the model file could not be loaded"),
+    (r"(?:failed to load model|error loading model|unable to load model)", "the model file could not be loaded"),
 ))
+
+
+def fatal_reason(log: str) -> str | None:
+    """Why a server whose log says this will never come up (None: nothing fatal in it)."""
+    for pattern, why in FATAL_PATTERNS:
+        if pattern.search(log):
+            return why
+    return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -213,9 +226,9 @@ class TeacherServer(ABC):
         with httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
             while self.state is ServerState.STARTING:
                 log = self._new_log()
-                for pattern, why in FATAL_PATTERNS:
-                    if pattern.search(log):
-                        raise self._fail(why)
+                why = fatal_reason(log)
+                if why is not None:
+                    raise self._fail(why)
                 if self.proc is not None and self.proc.poll() is not None:
                     raise self._fail(f"the process exited with code {self.proc.returncode}")
                 if self.base_url is None:
