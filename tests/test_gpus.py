@@ -16,7 +16,12 @@ from sdg.teacher.serving import build_servers
 
 def test_visible_gpus_sources() -> None:
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1"})[0] == ("0", "1")
-    assert visible_gpus({"SLURM_STEP_GPUS": "2,3", "SLURM_JOB_GPUS": "0,1,2,3"})[0] == ("2", "3")
+    # CUDA_VISIBLE_DEVICES (what Slurm sets, what CUDA honours) wins; without it, Slurm's absolute ids are
+    # the step's count: under a cgroup device constraint the job sees its GPUs as 0..n-1
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3", "SLURM_STEP_GPUS": "2,3"})[0] == ("2", "3")
+    gpus, source = visible_gpus({"SLURM_STEP_GPUS": "2,3", "SLURM_JOB_GPUS": "0,1,2,3"})
+    assert gpus == ("0", "1") and "SLURM_STEP_GPUS=2,3" in source and "0..1" in source
+    assert visible_gpus({"SLURM_JOB_GPUS": "4,5,6"})[0] == ("0", "1", "2")
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""})[0] == ()
     assert visible_gpus({})[0] == ()
 

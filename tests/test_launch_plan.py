@@ -174,3 +174,19 @@ def test_node_env_from_slurm() -> None:
     assert (env.job_id, env.restart, env.index, env.count, env.name, env.ip) == ("77", 2, 1, 4, "localhost", "127.0.0.1")
     alone = NodeEnv.from_environ({})
     assert (alone.restart, alone.index, alone.count) == (0, 0, 1) and alone.job_id.startswith("local-")
+
+
+def test_ray_temp_dir_is_private(tmp_path: Path) -> None:
+    from sdg.errors import RayStartError
+    from sdg.launch.raynode import private_temp_dir
+
+    d = tmp_path / "sdg-ray-1-0-node1"
+    private_temp_dir(d)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    d.chmod(0o777)  # left open by someone: tightened
+    private_temp_dir(d)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    link = tmp_path / "planted"
+    link.symlink_to(tmp_path)  # a link planted where the dir goes is not a directory of ours
+    with pytest.raises(RayStartError, match="not this user's directory"):
+        private_temp_dir(link)

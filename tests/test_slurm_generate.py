@@ -148,8 +148,11 @@ def _check_complete(out: Path, *, nonempty: bool = True) -> dict:
 
 
 def _kinds_of_files(run: Path, stamp: str) -> set[str]:
+    """The run's files by kind; the phase files are left out (a phase that kept no sample has none: the small
+    model's luck differs between two runs) and checked on their own."""
     return {str(p.relative_to(run)).replace(stamp, "<ds>") for p in run.rglob("*")
-            if "journal" not in p.parts and p.name != "run.json"}
+            if "journal" not in p.parts and p.name != "run.json" and "_train_msgs_" not in p.name
+            and not p.name.startswith("mmlubench_") and not p.name.endswith("_task.yaml")}  # >= 4 answers: luck too
 
 
 def test_two_node_job_spreads_leaves_and_matches_a_local_run(env: Path, taxonomy: Path) -> None:
@@ -199,9 +202,17 @@ def test_two_node_job_spreads_leaves_and_matches_a_local_run(env: Path, taxonomy
     assert set(manifest) == set(local)
     assert manifest["counts"]["units"] == local["counts"]["units"]
     assert [leaf["id"] for leaf in manifest["leaves"]] == [leaf["id"] for leaf in local["leaves"]]
+    def records(folder: Path, name: str, stamp: str) -> list[dict]:
+        path = folder / f"{name}_{stamp}.jsonl"
+        if not path.exists():  # a phase that kept nothing has no file, never an empty one
+            assert name.endswith("_train_msgs"), path
+            return []
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        assert rows or not name.endswith("_train_msgs"), f"empty phase file {path}"
+        return rows
+
     for name in ("train", "messages", "knowledge_train_msgs", "skills_train_msgs"):
-        ours = [json.loads(x) for x in (run / f"{name}_{manifest['stamp']}.jsonl").read_text().splitlines()]
-        theirs = [json.loads(x) for x in (res.run_dir / f"{name}_{local['stamp']}.jsonl").read_text().splitlines()]
+        ours, theirs = records(run, name, manifest["stamp"]), records(res.run_dir, name, local["stamp"])
         for rec in ours[:1] + theirs[:1]:  # the same record shape (exact rows: the stand-in comparison test)
             assert set(rec) == set((ours or theirs)[0]), name
     assert local["counts"]["kept"] > 0 and manifest["counts"]["kept"] > 0

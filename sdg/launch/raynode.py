@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import socket
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def start_ray_node(*, ip: str, node: str, temp_dir: Path, log_path: Path, head_a
         argv += ["--head", f"--port={chosen['port']}", "--include-dashboard=false"]
     else:
         argv.append(f"--address={head_address}")
-    temp_dir.mkdir(parents=True, exist_ok=True)
+    private_temp_dir(temp_dir)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # No dashboard agent in a minimal Ray: without metrics collection it does not complain about it.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0", "PYTHONUNBUFFERED": "1"}
@@ -187,6 +188,19 @@ def start_ray_node(*, ip: str, node: str, temp_dir: Path, log_path: Path, head_a
 
 
 TEMP_PREFIX = "sdgray-"
+
+
+def private_temp_dir(path: Path) -> None:
+    """Create Ray's temp dir for this user only (its sockets let anyone who can reach them drive the node).
+    The path is predictable (Unix socket paths must stay short), so one that exists must be ours and 0700:
+    another user's dir there is refused rather than used."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise RayStartError(f"Ray's temp dir {path} exists and is not this user's directory (uid {st.st_uid}); "
+                            "refusing to start Ray in it: remove it, or ask who made it")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def temp_dir_for(job_id: str, restart: int, node: str) -> Path:

@@ -29,7 +29,12 @@ def visible_gpus(env: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
             value = env[var]
             if value.strip() in ("", "-1", "NoDevFiles"):
                 return (), f"{var}={value!r}"
-            return tuple(_ids(value)), f"{var}={value}"
+            ids = _ids(value)
+            if var == "CUDA_VISIBLE_DEVICES":
+                return tuple(ids), f"{var}={value}"
+            # Slurm's ids are the node's absolute GPU numbers; inside a job whose devices are constrained
+            # (cgroups) CUDA numbers the GPUs it may see from 0: use the count, as 0..n-1.
+            return tuple(str(i) for i in range(len(ids))), f"{var}={value} (the job's {len(ids)} GPU(s) as 0..{len(ids) - 1})"
     return (), "no CUDA_VISIBLE_DEVICES or Slurm GPU allocation"
 
 
