@@ -59,3 +59,12 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, str):
         return redact_text(obj)
     return obj
+
+
+def redacted_config(cfg: Any) -> dict[str, Any]:
+    """A composed config (SdgConfig or DictConfig) as plain data with every secret masked: what the
+    manifest and a sweep's records show of the config a run used."""
+    from omegaconf import OmegaConf
+
+    node = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
+    return redact(OmegaConf.to_container(node, resolve=True))

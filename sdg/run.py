@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
-from omegaconf import OmegaConf
 
 from sdg import __version__
 from sdg.config.schema import SdgConfig, TeacherConfig
@@ -186,6 +185,7 @@ def execute(run: Run, executor: Executor, *, log: Log = print) -> RunStats:
     finally:
         reader.close()
     progress = _progress(cfg, run.plan, log)
+    progress.resumed(done)  # once here, whichever executor runs the rest
     try:
         run.stats = executor.execute(run, done, progress)
     finally:
@@ -388,15 +388,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _public_config(cfg: SdgConfig) -> dict[str, Any]:
-    """The composed config with every secret masked (sdg.redact: key names, secret flags, URL userinfo)."""
-    from sdg.redact import redact
-
-    return redact(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
-
-
 def _manifest(run: Run, quality: Mapping[str, LeafQuality]) -> Manifest:
-    from sdg.redact import redact
+    from sdg.redact import redact, redacted_config
 
     cfg, plan, stats, folder = run.cfg, run.plan, run.stats, run.folder
     assert folder is not None
@@ -410,7 +403,7 @@ def _manifest(run: Run, quality: Mapping[str, LeafQuality]) -> Manifest:
                         "endpoint_url": t.endpoint_url}),
         pipeline={"name": cfg.pipeline.name, "fingerprints": {k: p.fingerprint for k, p in run.pipelines.items()},
                   "scale_factor": plan.scale, "samples_per_unit": plan.samples_per_unit},
-        seed=plan.seed, executor=dict(run.executor), config=_public_config(cfg), versions=_versions(),
+        seed=plan.seed, executor=dict(run.executor), config=redacted_config(cfg), versions=_versions(),
         counts=ManifestCounts(
             units=plan.units, units_run=stats.units_done, units_resumed=stats.units_resumed,
             units_failed=stats.units_failed, target_samples=plan.target_samples,

@@ -9,13 +9,16 @@ import asyncio
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from sdg.engine.journal import JournalStore, record_of
 from sdg.engine.plan import Plan, Unit
 from sdg.engine.progress import Progress
 from sdg.engine.stats import RunStats
 from sdg.errors import TeacherBroken
+
+if TYPE_CHECKING:
+    from sdg.engine.session import TeacherWatch
 from sdg.pipeline.types import ChatFn, RequestError, UnitContext, UnitResult
 
 
@@ -34,9 +37,13 @@ class ErrorBreaker:
     min_requests: int = 10
     unusable_limit: float = 0.9
     unusable_window: int = 100
-    _outcomes: deque = field(default_factory=deque)
-    _replies: deque = field(default_factory=deque)
+    _outcomes: deque = field(init=False)  # the last `window` requests: ok or failed
+    _replies: deque = field(init=False)  # the last `unusable_window` replies: usable or not
     _reasons: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._outcomes = deque(maxlen=self.window)
+        self._replies = deque(maxlen=self.unusable_window)
 
     def observe(self, result: UnitResult) -> None:
         failures = len(result.errors)
@@ -44,8 +51,6 @@ class ErrorBreaker:
             self._reasons[f"{e.kind}: {e.message[:160]}"] += 1
         oks = max(result.requests - failures, 0)
         self._outcomes.extend([False] * failures + [True] * oks)
-        while len(self._outcomes) > self.window:
-            self._outcomes.popleft()
         if len(self._outcomes) >= min(self.window, self.min_requests):
             bad = self._outcomes.count(False)
             if bad > self.limit * len(self._outcomes):
@@ -56,9 +61,7 @@ class ErrorBreaker:
                     "journaled: fix the teacher and run the same command again to resume")
         unusable = min(result.unusable, oks)
         self._replies.extend([False] * unusable + [True] * (oks - unusable))
-        while len(self._replies) > self.unusable_window:
-            self._replies.popleft()
-        if len(self._replies) >= self.unusable_window:
+        if len(self._replies) == self.unusable_window:
             bad = self._replies.count(False)
             if bad > self.unusable_limit * len(self._replies):
                 raise TeacherBroken(
@@ -71,16 +74,16 @@ class ErrorBreaker:
 async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, journals: JournalStore, *,
                    done: Mapping[str, set[str]], workers: int, progress: Progress,
                    breaker: ErrorBreaker | None = None, units: Iterable[Unit] | None = None,
-                   watch: object | None = None, tick_s: float = 1.0) -> RunStats:
+                   watch: TeacherWatch | None = None, tick_s: float = 1.0) -> RunStats:
     """Run every unit of `plan` (or of `units`, a slice of it) not in `done` (unit ids by leaf id).
 
-    `progress` hears of every unit as it finishes; the stats returned count only the units run here."""
+    `progress` hears of every unit run here as it finishes (the units in `done` are the caller's to report:
+    sdg.run.execute does, once, for every executor); the stats returned count only the units run here."""
     stats = RunStats()
     started = time.monotonic()
     names = {lp.leaf.id: lp.leaf.name for lp in plan.leaves}
     kinds = {lp.leaf.id: lp.kind for lp in plan.leaves}
     stats.units_resumed = sum(len(v) for v in done.values())
-    progress.resumed(done)
     source = plan.iter_units() if units is None else units
     todo: Iterator[Unit] = (u for u in source if u.id not in done.get(u.leaf_id, ()))
 
@@ -101,15 +104,15 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
             if breaker is not None:
                 breaker.observe(result)
 
-    async def monitor() -> None:
+    async def monitor(watch: TeacherWatch) -> None:
         """The watch's stall breaker, and progress lines while no unit completes (a stall shows as it happens)."""
         while True:
             await asyncio.sleep(tick_s)
-            watch.check()  # type: ignore[union-attr]
-            progress.idle(watch.describe())  # type: ignore[union-attr]
+            watch.check()
+            progress.idle(watch.describe())
 
     work = [asyncio.ensure_future(worker()) for _ in range(max(1, workers))]
-    tasks = work + ([asyncio.ensure_future(monitor())] if watch is not None else [])
+    tasks = work + ([asyncio.ensure_future(monitor(watch))] if watch is not None else [])
     try:
         pending = set(tasks)
         while any(t in pending for t in work):  # until every worker is done, or anything raised

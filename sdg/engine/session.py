@@ -36,13 +36,15 @@ class TeacherWatch:
     the last reply came. It stops a run whose teacher accepts requests and never answers (no reply for
     `stall_s` while requests wait), and tells progress what a stall looks like as it happens."""
 
-    def __init__(self, stall_s: float, retries: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, stall_s: float, retries: Callable[[], int] = lambda: 0,
+                 alive_check: Callable[[], None] = lambda: None) -> None:
         self.stall_s = stall_s
         self._retries = retries
+        self._alive_check = alive_check  # the watchdog of servers started here (raises when one died)
         self._in_flight: dict[int, float] = {}
         self._next = 0
         self.last_reply = time.monotonic()
-        self.replies = self.failures = 0
+        self.failures = 0
 
     def begin(self) -> int:
         self._next += 1
@@ -54,7 +56,6 @@ class TeacherWatch:
     def end(self, token: int, replied: bool) -> None:
         self._in_flight.pop(token, None)
         if replied:
-            self.replies += 1
             self.last_reply = time.monotonic()
         else:
             self.failures += 1
@@ -65,12 +66,10 @@ class TeacherWatch:
         return (f"waiting: {len(self._in_flight)} requests in flight, oldest {oldest:.0f} s, last reply "
                 f"{now - self.last_reply:.0f} s ago, {self._retries()} retries, {self.failures} failed")
 
-    alive_check: Callable[[], None] = staticmethod(lambda: None)  # type: ignore[assignment]
-
     def check(self) -> None:
         """The servers' watchdog (started servers must live), then TeacherBroken when requests have waited
         `stall_s` with no reply at all."""
-        self.alive_check()
+        self._alive_check()
         quiet = time.monotonic() - self.last_reply
         if self._in_flight and quiet > self.stall_s:
             raise TeacherBroken(
@@ -99,16 +98,15 @@ async def engine_session(cfg: SdgConfig, endpoints: Sequence[Any], *, label: str
     per = in_flight_per_server(cfg)
     eps = [Endpoint(e.base_url, e.model, e.api_key, max_in_flight=per, name=f"{label}{e.backend}-{i}")
            for i, e in enumerate(endpoints)]
-    cap = cfg.teacher.max_tokens
     t = cfg.teacher
+    cap = t.max_tokens
     async with TeacherClient(eps, timeout_s=t.request_timeout_s, max_retries=t.max_retries,
                              deadline_s=t.request_deadline_s, max_response_bytes=t.max_response_bytes,
                              system_prompt_mode=t.system_prompt_mode) as client:  # shapes every request
         watch = TeacherWatch(cfg.generate.stall_timeout_s,
-                             retries=lambda: sum(st.retries for st in client.stats().values()))
-        check_alive = getattr(endpoints, "check_alive", None)  # servers started here: a watchdog
-        if check_alive is not None:
-            watch.alive_check = check_alive
+                             retries=lambda: sum(st.retries for st in client.stats().values()),
+                             # servers started here (sdg.teacher.serving.Served) say whether they live
+                             alive_check=getattr(endpoints, "check_alive", lambda: None))
 
         async def chat(messages: list[dict], *, max_tokens: int, **kw: Any) -> Any:
             token = watch.begin()

@@ -55,7 +55,6 @@ class RayExecutor:
         resumed = sum(len(v) for v in done.values())
         self.log(f"work: {pending_units} units to run in {len(items)} items over {len(self.nodes)} nodes"
                  + (f" ({resumed} of {plan.units} already done)" if resumed else ""))
-        progress.resumed(done)
         self.per_node = {n: NodeShare() for n in self.nodes}
         stats = RunStats()
         if not items:

@@ -148,11 +148,9 @@ def run_combination(cfg: SdgConfig, overrides: str, *, log: Callable[[str], None
     except SdgError as exc:
         job = SweepJob(out, overrides, "failed", None, jid, str(exc))
     out.mkdir(parents=True, exist_ok=True)
-    from omegaconf import OmegaConf
+    from sdg.redact import redacted_config
 
-    from sdg.redact import redact
-
-    record = {"config": redact(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)),
+    record = {"config": redacted_config(cfg),
               "overrides": redact_text(job.overrides), "status": job.status, "run_dir": job.run_dir, "job_id": job.job_id,
               "error": job.error}
     (out / RESULT).write_text(json.dumps(record, indent=2), encoding="utf-8")
