@@ -27,22 +27,10 @@ from sdg.taxonomy.documents import (DocumentPolicy, DocumentSource, check_source
 from sdg.taxonomy.init import example_commit, example_documents_dir, init_taxonomy
 from sdg.taxonomy.leaves import KnowledgeLeaf, load_leaves, with_chunks
 from sdg.taxonomy.validate import ValidationOptions, validate_files
-from tests.conftest import git, sdg_cli, write_leaf
+from tests.conftest import git, make_repo, pdf_with_pages, sdg_cli, write_leaf
 
 LOCAL = DocumentPolicy(allow=("https", "ssh", "local"))
 LEAF = "knowledge/science/eclipses/qna.yaml"
-
-
-def make_repo(path: Path, files: dict[str, str | bytes]) -> tuple[Path, str]:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    for rel, content in files.items():
-        target = path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "docs")
-    return path, git(path, "rev-parse", "HEAD").strip()
 
 
 def knowledge_leaf(root: Path, repo: str, commit: str, rel: str = LEAF) -> Path:
@@ -56,30 +44,6 @@ def knowledge_leaf(root: Path, repo: str, commit: str, rel: str = LEAF) -> Path:
 
 def repo_line(path: Path) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip().startswith("repo:"))
-
-
-def pdf_with_pages(texts: list[str]) -> bytes:
-    """A minimal valid PDF with one page per text, each drawn in Helvetica."""
-    n = len(texts)
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % (4 + 2 * i) for i in range(n)), n),
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    for i, text in enumerate(texts):
-        content = b"BT /F1 24 Tf 72 720 Td (" + text.encode("latin-1") + b") Tj ET"
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
-                       b"/Resources << /Font << /F1 3 0 R >> >> >>" % (5 + 2 * i))
-        objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
 
 
 # --------------------------------------------------------------------------- the source policy
@@ -252,6 +216,16 @@ def _record_git(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[s
     return calls
 
 
+def bare_repo_two_commits(tmp_path: Path) -> tuple[Path, str]:
+    """A bare repository (a server's) whose main has two commits; (its path, the FIRST commit: not a tip)."""
+    src, first = make_repo(tmp_path / "src", {"a.md": "# One\n"})
+    (src / "a.md").write_text("# Two\n")
+    git(src, "commit", "-qam", "two")
+    bare = tmp_path / "docs.git"
+    git(tmp_path, "clone", "-q", "--bare", str(src), str(bare))
+    return bare, first
+
+
 def _assert_locked_down(cmd: list[str], env: dict[str, str], protocol: str) -> None:
     assert cmd[0] == "git"
     for setting in ("credential.helper=", "core.askPass=", "protocol.ext.allow=never"):
@@ -263,11 +237,7 @@ def _assert_locked_down(cmd: list[str], env: dict[str, str], protocol: str) -> N
 
 
 def test_a_bare_repo_over_a_file_path_is_fetched_shallow_with_no_prompts(tmp_path, monkeypatch) -> None:
-    src, first = make_repo(tmp_path / "src", {"a.md": "# One\n"})
-    (src / "a.md").write_text("# Two\n")
-    git(src, "commit", "-qam", "two")
-    bare = tmp_path / "docs.git"
-    git(tmp_path, "clone", "-q", "--bare", str(src), str(bare))
+    bare, first = bare_repo_two_commits(tmp_path)
     calls = _record_git(monkeypatch)
     got = fetch_documents(DocumentSource(str(bare), first, ("*.md",)), tmp_path / "cache", LOCAL, leaf=LEAF)
     assert [d.text for d in got.documents] == ["# One\n"] and got.notes == ()
@@ -312,11 +282,7 @@ def test_ssh_runs_in_batch_mode_through_git(tmp_path, monkeypatch) -> None:
 
 
 def test_a_server_that_refuses_a_sha_gets_a_full_fetch_and_a_note(tmp_path, monkeypatch) -> None:
-    src, first = make_repo(tmp_path / "src", {"a.md": "# One\n"})
-    (src / "a.md").write_text("# Two\n")
-    git(src, "commit", "-qam", "two")
-    bare = tmp_path / "docs.git"
-    git(tmp_path, "clone", "-q", "--bare", str(src), str(bare))
+    bare, first = bare_repo_two_commits(tmp_path)
     # Protocol v0: upload-pack only sends what it advertises (branch tips), not a commit asked by sha.
     monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
     monkeypatch.setenv("GIT_CONFIG_KEY_0", "protocol.version")

@@ -21,6 +21,7 @@ from sdg.taxonomy.documents import (
     check_repo_url,
     match_documents,
 )
+from tests.conftest import make_repo, pdf_with_pages
 
 # These tests fetch from repositories built in tmp dirs, i.e. local sources, which the default policy
 # refuses (tests/test_document_policy.py tests that): here they are allowed, as taxonomy.documents.allow
@@ -68,36 +69,9 @@ def commit_all(repo: Path, message: str = "commit") -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def make_repo(path: Path, files: dict[str, str | bytes]) -> tuple[Path, str]:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    for rel, content in files.items():
-        write(path, rel, content)
-    return path, commit_all(path, "first")
-
-
 def pdf_with_text(text: str) -> bytes:
     """A minimal valid one-page PDF whose content stream draws `text` in Helvetica."""
-    content = b"BT /F1 24 Tf 72 720 Td (" + text.encode("latin-1") + b") Tj ET"
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return pdf_with_pages([text])
 
 
 @pytest.fixture
