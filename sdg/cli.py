@@ -244,7 +244,7 @@ def run_generate_slurm(args: argparse.Namespace, cfg) -> int:
     if launched.summary is None:
         return 0
     _out(args, f"Wrote {launched.summary.run_dir}")
-    if launched.summary.kept == 0 and not cfg.generate.allow_empty:
+    if launched.summary.empty and not cfg.generate.allow_empty:
         _error(_empty_run(launched.summary.run_dir))
         return 1
     return 0 if launched.complete else 1

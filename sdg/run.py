@@ -287,6 +287,11 @@ class RunSummary:
     elapsed_s: float
     executor: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def empty(self) -> bool:
+        """The whole run kept 0 samples."""
+        return self.kept == 0
+
 
 @dataclass
 class GenerateResult:
@@ -300,7 +305,10 @@ class GenerateResult:
     quality: Mapping[str, LeafQuality] = field(default_factory=dict)  # per leaf id: quality_report.json
     executor: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0
-    empty: bool = False  # the whole run kept 0 samples
+    @property
+    def empty(self) -> bool:
+        """The whole run kept 0 samples."""
+        return sum(q.kept for q in self.quality.values()) == 0
 
     def summary(self) -> RunSummary:
         stats = self.stats or RunStats()
@@ -334,7 +342,6 @@ def finish(run: Run, *, log: Log = print) -> GenerateResult:
         why = ", ".join(f"{n} {r}" for r, n in sorted(q.dropped.items(), key=lambda kv: -kv[1])[:3]) or "no samples parsed"
         result.warnings.append(f"leaf {leaf_id} kept 0 of its {q.target} target samples ({why}): its training "
                                "data is empty; a stronger teacher (teacher=...) or the simple pipeline helps")
-    result.empty = sum(q.kept for q in quality.values()) == 0
     write_quality_report(folder.path, quality)
     manifest = _manifest(run, quality)
     write_manifest(folder.path, manifest)

@@ -133,18 +133,18 @@ def run_combination(cfg: SdgConfig, overrides: str, *, log: Callable[[str], None
             summary = node_main(cfg, submitit.JobEnvironment().paths.folder, unwind_on_sigterm=False)
             if summary is None:
                 return None
-            status, run_dir = ("complete" if summary.complete else "incomplete"), summary.run_dir
-            if summary.kept == 0 and not cfg.generate.allow_empty:
-                status = "empty"
         else:
             from sdg.run import generate
 
             result = generate(cfg, log=log)
-            status = "dry-run" if cfg.generate.dry_run else "complete" if result.complete else "incomplete"
-            if result.empty and not cfg.generate.dry_run and not cfg.generate.allow_empty:
+            summary = None if cfg.generate.dry_run else result.summary()
+        if summary is None:
+            job = SweepJob(out, overrides, "dry-run", None, jid)
+        else:
+            status = "complete" if summary.complete else "incomplete"
+            if summary.empty and not cfg.generate.allow_empty:
                 status = "empty"
-            run_dir = str(result.run_dir) if result.run_dir else None
-        job = SweepJob(out, overrides, status, run_dir, jid)
+            job = SweepJob(out, overrides, status, summary.run_dir, jid)
     except SdgError as exc:
         job = SweepJob(out, overrides, "failed", None, jid, str(exc))
     out.mkdir(parents=True, exist_ok=True)
