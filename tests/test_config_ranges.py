@@ -194,6 +194,9 @@ def _schema_leaves(cls: typing.Any = SdgConfig, prefix: str = "") -> dict[str, t
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]  # Optional[TeacherConfig]: the judge
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            tp = inner[0]
         if dataclasses.is_dataclass(tp):
             out.update(_schema_leaves(tp, f"{prefix}{f.name}."))
         else:

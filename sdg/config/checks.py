@@ -124,6 +124,8 @@ RULES: dict[str, Rule] = {
     "teacher.system_prompt_mode": Choice(("system", "fold_into_user"), "fold_into_user prepends the system "
                                                                        "message to the first user message"),
     # LlamaCppConfig
+    "teacher.structured_output": Choice(("auto", "off"), "auto = judge verdicts as schema-constrained JSON where "
+                                        "the server accepts it at readiness, off = free text"),
     "teacher.llama_cpp.n_parallel": Range("llama.cpp request slots per server", ge=1),
     "teacher.llama_cpp.n_threads": Range("llama.cpp CPU threads per server, -1 = llama.cpp's default",
                                          ge=1, also=(-1,)),
@@ -168,7 +170,19 @@ RULES: dict[str, Rule] = {
     "cluster.max_requeues": Range("time-limit requeues before giving up", ge=0),
     "cluster.slice_units": Range("units per work item handed to a node, 0 = about 4 items per node", ge=0),
     "cluster.ray_object_store_mb": Range("Ray object store per node, in MB, Ray needs at least 75", ge=75),
+    # QualityConfig
+    "quality.near_dedup_threshold": Range("estimated Jaccard similarity that makes two rows near-duplicates",
+                                          gt=0, le=1, integer=False),
+    "quality.near_dedup_shingle": Range("words per shingle of the near-duplicate check", ge=1),
+    "quality.near_dedup_num_perm": Range("MinHash permutations of the near-duplicate check", ge=16, le=1024),
+    "quality.seed_copy_threshold": Range("similarity to a seed example that makes a row a copy", gt=0, le=1,
+                                         integer=False),
+    "quality.decontaminate_ngram": Range("words per n-gram compared with the evaluation sets", ge=3),
+    "quality.decontaminate_min_overlap": Range("shared n-grams that make a row contaminated", ge=1),
+    "quality.report_samples": Range("kept and dropped rows shown per leaf in the HTML report", ge=0),
 }
+# The judge (a teacher config of its own, null = the teacher judges) obeys the teacher's rules.
+RULES.update({"judge." + key[len("teacher."):]: rule for key, rule in list(RULES.items()) if key.startswith("teacher.")})
 
 # Mappings whose every entry holds the fields of a section: `generate.sampling.blocks.<name>.top_p` is
 # checked with the rule of `generate.sampling.top_p`.

@@ -117,6 +117,9 @@ class TeacherConfig:
     max_retries: int = 4
     request_deadline_s: float = 1200.0  # one request, all its attempts and back-offs together
     max_response_bytes: int = 8_388_608  # a reply body larger than this is a bad response (not read whole)
+    # Judge verdicts as JSON constrained by a schema (vLLM structured outputs, llama.cpp json_schema):
+    # auto = when the server accepts it at readiness, else free text | off = always free text.
+    structured_output: str = "auto"
     log_dir: str = "${xdg_cache:sdg/logs}"
     llama_cpp: LlamaCppConfig = field(default_factory=LlamaCppConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
@@ -213,6 +216,26 @@ class ClusterConfig:
 
 
 @dataclass
+class QualityConfig:
+    """The run-wide quality stage (sdg/quality/): what is removed from a run's kept rows, and how alike
+    counts as the same. Every drop is counted per leaf with its reason and kept in dropped_<reason>.jsonl."""
+
+    enabled: bool = True
+    exact_dedup: bool = True  # the same normalized question+answer (+context) anywhere in the run
+    near_dedup: bool = True  # MinHash + LSH over word shingles, across every leaf of the run
+    near_dedup_threshold: float = 0.8  # estimated Jaccard similarity at or above which two rows are near-duplicates
+    near_dedup_shingle: int = 3  # words per shingle
+    near_dedup_num_perm: int = 128  # MinHash permutations (more: a closer estimate, slower)
+    seed_copy: bool = True  # drop near-copies of the leaf's own seed examples
+    seed_copy_threshold: float = 0.7  # similarity (0..1, token-set ratio) at or above which a row copies a seed
+    decontaminate: list[str] = field(default_factory=list)  # evaluation sets (.jsonl/.json/.txt) to keep out
+    decontaminate_ngram: int = 13  # words per n-gram compared with the evaluation sets
+    decontaminate_min_overlap: int = 1  # shared n-grams that make a row contaminated
+    keep_dropped: bool = True  # write the dropped rows with their reason (dropped_<reason>.jsonl)
+    report_samples: int = 3  # kept and dropped rows shown per leaf in quality_report.html
+
+
+@dataclass
 class SdgConfig:
     """The whole composed config (`sdg ... --cfg` prints it)."""
 
@@ -221,6 +244,10 @@ class SdgConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    # The model that judge blocks ask: a teacher config of its own (`judge=<name>`, the names of conf/teacher/),
+    # served, probed and stopped like the teacher; None (the default) = the generation teacher judges.
+    judge: Optional[TeacherConfig] = None
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 def register() -> None:
