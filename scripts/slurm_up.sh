@@ -270,7 +270,7 @@ cat <<EOF
 Use it:
   sinfo -N -o '%N %t %G'                                   # nodes, states, GPUs
   srun -N 2 --gpus-per-node=1 bash -c 'echo \$SLURMD_NODENAME \$CUDA_VISIBLE_DEVICES'
-  sdg data generate cluster=slurm cluster.nodes=2 cluster.gpus_per_node=$GPUS generate.output_dir=DIR
+  sdg data generate cluster=slurm cluster.nodes=2 cluster.gpus_per_node=$GPUS cluster.allow_cpu_teacher=true generate.output_dir=DIR
   sbatch -N 2 --gpus-per-node=$GPUS slurm/generate.sbatch generate.output_dir=DIR
   squeue; sacct -X; scancel JOBID                          # follow, history, cancel
   bash $HERE/slurm_down.sh [--purge]                         # stop (--purge: also state, logs, accounting DB)

@@ -334,6 +334,18 @@ def run_data_list(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
+def run_data_report(args: argparse.Namespace, cfg) -> int:
+    from sdg.output.html_report import write_html_report
+
+    _out(args, str(write_html_report(Path(args.run_dir).expanduser())))
+    return 0
+
+
+def _data_report_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a generate run folder (holding quality_report.json)")
+    _init_flags(p)
+
+
 def _data_list_extra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     _init_flags(p)
@@ -437,6 +449,9 @@ VERBS: tuple[Verb, ...] = (
          "broken), taxonomy commit, teacher, pipeline, leaves, units and kept samples", run_data_list,
          (Flag(("--output-dir", "--dataset-dirs"), "generate.output_dir", "the generate runs' output dir "
                "(default: InstructLab's datasets dir)", "DIR"),), _data_list_extra),
+    Verb("data", "report", "write a run folder's quality_report.html (one self-contained page: funnel, judge "
+         "scores, lengths, diversity, tokens, throughput, sample rows) from its quality_report.json",
+         run_data_report, (), _data_report_extra),
     Verb("model", "download", "download a teacher from Hugging Face into the model cache", run_download,
          (MODEL_DIR,), _download_extra),
     Verb("model", "list", "list the models in the model cache", run_list, (MODEL_DIR,), _init_flags),

@@ -22,17 +22,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 
 from sdg import __version__
-from sdg.config.schema import SdgConfig, TeacherConfig
+from sdg.config.schema import QualityConfig, SdgConfig, TeacherConfig
 from sdg.engine.journal import JournalStore
-from sdg.engine.plan import LeafPlan, Plan, make_plan, run_fingerprint
+from sdg.engine.plan import Plan, make_plan, run_fingerprint
 from sdg.engine.progress import Progress, fmt_duration
 from sdg.engine.rundir import RunDir, RunState, choose_run_dir, write_state
 from sdg.engine.stats import RunStats
 from sdg.errors import NothingToGenerate, SdgError, ValidationFailed
+from sdg.output.quality_pass import JournalRows, QualityPass, run_quality_pass
 from sdg.output.reports import LeafQuality, Manifest, ManifestCounts, ManifestLeaf, write_manifest, write_quality_report
 from sdg.taxonomy.leaves import KnowledgeLeaf, Leaf, leaf_from, with_chunks
 
@@ -134,6 +135,10 @@ def prepare(cfg: SdgConfig, *, log: Log = print) -> Run:
     teacher_id = {"name": t.name, "model": t.model, "served_model_name": t.served_model_name, "max_tokens": t.max_tokens}
     if t.chat_template or t.system_prompt_mode != "system":  # they shape every prompt (absent: old runs resume)
         teacher_id.update(chat_template=t.chat_template, system_prompt_mode=t.system_prompt_mode)
+    if cfg.judge is not None:  # a judge of its own shapes which samples pass (absent: old runs resume)
+        j = cfg.judge
+        teacher_id["judge"] = {"name": j.name, "model": j.model, "served_model_name": j.served_model_name,
+                               "max_tokens": j.max_tokens, "structured_output": j.structured_output}
     fps = {k: p.fingerprint for k, p in pipelines.items()}
     components = {"leaves": {lp.leaf.id: lp.fingerprint for lp in plan.leaves}, "pipelines": fps, "teacher": teacher_id,
                   "scale": plan.scale, "samples_per_unit": plan.samples_per_unit, "seed": plan.seed}
@@ -195,6 +200,18 @@ def execute(run: Run, executor: Executor, *, log: Log = print) -> RunStats:
     return run.stats
 
 
+def leaf_scheduler(run: Run, done: Mapping[str, set[str]], journals: JournalStore) -> Any:
+    """Leaf-level targets for this run (pipeline.leaf_targets), knowing what the journals hold; None when off."""
+    cfg = run.cfg
+    if not cfg.pipeline.leaf_targets:
+        return None
+    from sdg.engine.leaf_targets import scheduler_for
+    from sdg.quality.stage import stage_for
+
+    return scheduler_for(run.plan, done, journals, max_overgeneration=cfg.pipeline.max_overgeneration,
+                         quality=stage_for(cfg.quality, [lp.leaf for lp in run.plan.leaves]))
+
+
 class LocalExecutor:
     """One asyncio engine on this machine against the configured teacher (started here and always stopped,
     or an endpoint that is checked). SIGTERM unwinds it like Ctrl-C: servers stop, journals close."""
@@ -208,14 +225,22 @@ class LocalExecutor:
         assert run.folder is not None
         journals = JournalStore(run.folder.journal_dir)
 
-        async def engine(endpoints: list[Any]) -> RunStats:
-            async with engine_session(run.cfg, endpoints) as s:
-                return await run_plan(run.plan, run.pipelines, s.chat, journals, done=done, workers=s.workers,
-                                      progress=progress, breaker=s.breaker, watch=s.watch)
+        scheduler = leaf_scheduler(run, done, journals)
 
-        try:
-            with unwind_on(), serving(run.cfg.teacher) as endpoints:
-                stats = asyncio.run(engine(endpoints))
+        async def engine(endpoints: list[Any], judge_endpoints: list[Any] | None) -> RunStats:
+            async with engine_session(run.cfg, endpoints, judge_endpoints=judge_endpoints) as s:
+                return await run_plan(run.plan, run.pipelines, s.chat, journals, done=done, workers=s.workers,
+                                      progress=progress, breaker=s.breaker, watch=s.watch, judge=s.judge,
+                                      scheduler=scheduler)
+
+        judge = run.cfg.judge
+        try:  # the judge (when it is a model of its own) is served, probed and stopped like the teacher
+            with unwind_on(), serving(run.cfg.teacher) as endpoints, \
+                    (serving(judge, log_dir=Path(judge.log_dir) / "judge") if judge is not None
+                     else contextlib.nullcontext()) as judge_endpoints:
+                stats = asyncio.run(engine(endpoints, judge_endpoints))
+            if scheduler is not None:
+                scheduler.count_into(stats)
         finally:
             journals.close()
         journals.check()  # a write lost at close (disk full) is an error, not a silent gap
@@ -227,50 +252,13 @@ class LocalExecutor:
 
 # --- finish -------------------------------------------------------------------------------------------
 
-class JournalRows(Mapping[str, list[dict]]):
-    """Generated rows by leaf id, read from the leaf's journals when asked for: the output writers take one
-    leaf at a time, so a 100k-unit run never holds every row in memory at once."""
-
-    def __init__(self, plan: Plan, journals: JournalStore) -> None:
-        self._plan, self._journals = plan, journals
-        self._leaves = {lp.leaf.id: lp for lp in plan.leaves}
-
-    def __getitem__(self, leaf_id: str) -> list[dict]:
-        return _leaf_rows(self._leaves[leaf_id], self._plan.seed, self._journals)[0]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._leaves)
-
-    def __len__(self) -> int:
-        return len(self._leaves)
-
-
-def _leaf_rows(lp: LeafPlan, seed: int, journals: JournalStore) -> tuple[list[dict], LeafQuality]:
-    """A leaf's kept rows in plan order (deterministic) and its quality counts."""
-    records = {r.unit: r for r in journals.load(lp.leaf.name)}
-    out: list[dict] = []
-    q = LeafQuality(kind=lp.leaf.kind, units=lp.units, target=lp.target_samples)
-    for unit in lp.iter_units(seed):
-        rec = records.get(unit.id)
-        if rec is None:
-            continue
-        q.generated += rec.generated
-        q.requests += rec.requests
-        q.completion_tokens += rec.completion_tokens
-        for reason, n in rec.dropped.items():
-            q.dropped[reason] = q.dropped.get(reason, 0) + n
-        if rec.status != "done":
-            q.failed_units += 1
-            continue
-        out.extend({**row, "_unit_id": unit.id} for row in rec.rows)
-    q.kept = len(out)
-    return out, q
-
-
-def collect_rows(plan: Plan, journals: JournalStore) -> tuple[JournalRows, dict[str, LeafQuality]]:
-    """Rows by leaf id (lazy: read again per leaf when the writers ask) and per-leaf quality counts."""
-    quality = {lp.leaf.id: _leaf_rows(lp, plan.seed, journals)[1] for lp in plan.leaves}
-    return JournalRows(plan, journals), quality
+def collect_rows(plan: Plan, journals: JournalStore, quality_cfg: QualityConfig | None = None,
+                 run_dir: Path | None = None) -> tuple[JournalRows, QualityPass]:
+    """Rows by leaf id (lazy: read again per leaf when the writers ask, without what the quality stage
+    dropped) and the quality pass (per-leaf counts, the report's statistics, the dropped_*.jsonl files)."""
+    cfg = quality_cfg if quality_cfg is not None else QualityConfig(enabled=False, keep_dropped=False)
+    qp = run_quality_pass(plan, journals, cfg, Path(run_dir) if run_dir is not None else Path("."))
+    return JournalRows(plan, journals, qp.removed), qp
 
 
 @dataclass(frozen=True)
@@ -327,8 +315,8 @@ def finish(run: Run, *, log: Log = print) -> GenerateResult:
     result = GenerateResult(plan, run.estimate, folder.path, run.stats, executor=run.executor, started=run.started)
     journals = JournalStore(folder.journal_dir)
     try:
-        rows, quality = collect_rows(plan, journals)
-        result.quality = quality
+        rows, qp = collect_rows(plan, journals, cfg.quality, folder.path)
+        quality = result.quality = qp.quality
         result.outputs = write_outputs(folder.path, folder.stamp, [lp.leaf for lp in plan.leaves], rows,
                                        system_prompt=cfg.generate.system_prompt, seed=cfg.generate.seed)
     finally:
@@ -342,7 +330,14 @@ def finish(run: Run, *, log: Log = print) -> GenerateResult:
         why = ", ".join(f"{n} {r}" for r, n in sorted(q.dropped.items(), key=lambda kv: -kv[1])[:3]) or "no samples parsed"
         result.warnings.append(f"leaf {leaf_id} kept 0 of its {q.target} target samples ({why}): its training "
                                "data is empty; a stronger teacher (teacher=...) or the simple pipeline helps")
-    write_quality_report(folder.path, quality)
+    for set_name, n in qp.contamination.items():
+        result.warnings.append(f"{n} generated rows overlapped the evaluation set {set_name} and were removed "
+                               "(dropped_contaminated.jsonl)")
+    names = {lp.leaf.id: lp.leaf.name for lp in plan.leaves}
+    write_quality_report(folder.path, quality, qp.stats, names=names, totals=_report_totals(run, quality, qp))
+    from sdg.output.html_report import write_html_report
+
+    html = write_html_report(folder.path)
     manifest = _manifest(run, quality)
     write_manifest(folder.path, manifest)
     write_dataset_card(folder.path, manifest, result.outputs, quality)  # README.md: Hugging Face dataset card
@@ -356,6 +351,7 @@ def finish(run: Run, *, log: Log = print) -> GenerateResult:
     s = run.stats
     log(f"{run.state.status}: {result.summary().kept} samples from {plan.units} units in {folder.path} "
         f"({s.units_done} run now, {s.units_resumed} resumed, {failed} failed)")
+    log(f"quality report: {html}")
     return result
 
 
@@ -395,6 +391,30 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _report_totals(run: Run, quality: Mapping[str, LeafQuality], qp: QualityPass) -> dict[str, Any]:
+    """The run line of quality_report.json: what the run cost and kept, run-wide."""
+    stats = run.stats
+    kept = sum(q.kept for q in quality.values())
+    prompt = sum(q.prompt_tokens for q in quality.values())
+    completion = sum(q.completion_tokens for q in quality.values())
+    return {"run_dir": str(run.folder.path if run.folder else ""), "target": run.plan.target_samples,
+            "generated": sum(q.generated for q in quality.values()), "kept": kept,
+            "requests": sum(q.requests for q in quality.values()), "prompt_tokens": prompt,
+            "completion_tokens": completion, "elapsed_s": round(stats.elapsed_s, 3),
+            "tokens_per_kept": round((prompt + completion) / kept, 1) if kept else None,
+            "kept_per_1k_tokens": round(1000 * kept / (prompt + completion), 3) if prompt + completion else None,
+            "quality_dropped": _quality_totals(quality)["dropped"], "contamination": dict(qp.contamination),
+            "dropped_files": {f"dropped_{k}.jsonl": n for k, n in sorted(qp.dropped_files.items())}}
+
+
+def _quality_totals(quality: Mapping[str, LeafQuality]) -> dict[str, Any]:
+    totals: dict[str, int] = {}
+    for q in quality.values():
+        for reason, n in q.quality_dropped.items():
+            totals[reason] = totals.get(reason, 0) + n
+    return {"dropped": totals}
+
+
 def _manifest(run: Run, quality: Mapping[str, LeafQuality]) -> Manifest:
     from sdg.redact import redact, redacted_config
 
@@ -413,9 +433,14 @@ def _manifest(run: Run, quality: Mapping[str, LeafQuality]) -> Manifest:
         seed=plan.seed, executor=dict(run.executor), config=redacted_config(cfg), versions=_versions(),
         counts=ManifestCounts(
             units=plan.units, units_run=stats.units_done, units_resumed=stats.units_resumed,
-            units_failed=stats.units_failed, target_samples=plan.target_samples,
+            units_failed=stats.units_failed, units_not_needed=stats.units_not_needed, units_topup=stats.units_topup, target_samples=plan.target_samples,
             generated=sum(q.generated for q in quality.values()), kept=sum(q.kept for q in quality.values()),
             requests=stats.requests, prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens),
         timings={"started": run.started, "finished": time.time(), "engine_s": stats.elapsed_s,
                  "output_tok_s": stats.completion_tokens / stats.elapsed_s if stats.elapsed_s else 0.0},
-        errors=dict(stats.errors))
+        errors=dict(stats.errors),
+        judge=redact({"name": cfg.judge.name, "backend": cfg.judge.backend, "model": cfg.judge.model,
+                      "served_model_name": cfg.judge.served_model_name, "endpoint_url": cfg.judge.endpoint_url,
+                      "structured_output": cfg.judge.structured_output}) if cfg.judge is not None else {},
+        servers=dict(sorted(stats.servers.items())), structured_verdicts=stats.structured_requests,
+        quality=_quality_totals(quality))

@@ -8,7 +8,11 @@ engine, Slurm, Ray) is real. Modes:
   ok       the deterministic reply above
   hang     accepts every chat request and never answers (a hung server)
   garbage  answers 200 with text no parser can use
-  fail_judges  503 for judge prompts (system prompt "You rate ..."), the deterministic reply otherwise
+  fail_judges  503 for judge prompts (a system prompt asking for "one score line"), the deterministic reply
+               otherwise
+A judge prompt (ok mode) gets a passing verdict: `Yes. Score: 3` in free text, or, when the request carries a
+`json_schema` response_format, the JSON the schema asks for (a verdict's highest allowed score, a probe's
+{"ok": true}), as a server with structured outputs would; `schema_requests` counts those requests.
 """
 
 from __future__ import annotations
@@ -30,13 +34,28 @@ def reply_text(messages: list[dict[str, Any]]) -> str:
                        f"item {i} of prompt {key} comes first, with one concrete example." for i in range(1, PAIRS + 1))
 
 
+def _fill(schema: dict[str, Any]) -> Any:
+    """A value the JSON schema accepts (what a schema-constrained server would write)."""
+    if "enum" in schema:
+        return max(schema["enum"])
+    kind = schema.get("type")
+    if kind == "object":
+        return {k: _fill(v) for k, v in schema.get("properties", {}).items()}
+    return {"boolean": True, "integer": 1, "number": 1.0, "string": "ok"}.get(kind)
+
+
 class DeterministicStandInTeacher:
     """`with DeterministicStandInTeacher() as url:` serves on 127.0.0.1 (any port) in a thread; `requests`
     counts the chat completions answered."""
 
-    def __init__(self, host: str = "127.0.0.1", mode: str = "ok") -> None:
+    def __init__(self, host: str = "127.0.0.1", mode: str = "ok",
+                 pairs: list[tuple[str, str]] | None = None) -> None:
+        """`pairs`: (question, answer) templates every generation reply holds instead of the default five
+        (`{key}` is the prompt's hash): a corpus planted with known duplicates and copies."""
         self.host, self.port, self.requests, self.mode = host, 0, 0, mode
+        self.pairs = pairs
         self.judge_requests = 0
+        self.schema_requests = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -45,13 +64,25 @@ class DeterministicStandInTeacher:
         body = await request.json()
         self.requests += 1
         messages = body.get("messages", [])
-        judge = any(m.get("role") == "system" and "You rate" in str(m.get("content", "")) for m in messages)
+        judge = any(m.get("role") == "system" and "one score line" in str(m.get("content", "")) for m in messages)
         self.judge_requests += int(judge)
         if self.mode == "hang" and body.get("max_tokens", 0) != 1:  # the readiness probe asks for 1 token
             await asyncio.sleep(3600)
         if self.mode == "fail_judges" and judge:
             return web.json_response({"error": {"message": "stand-in: judge unavailable"}}, status=503)
-        text = "%%%% ~~ no pairs here ~~ %%%%" if self.mode == "garbage" else reply_text(messages)
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema")
+        self.schema_requests += int(schema is not None)
+        if self.mode == "garbage":
+            text = "%%%% ~~ no pairs here ~~ %%%%"
+        elif schema is not None:
+            text = json.dumps(_fill(schema))
+        elif judge:
+            text = "Yes. Score: 3"
+        elif self.pairs is not None:
+            key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
+            text = "\n\n".join(f"Question: {q.format(key=key)}\nAnswer: {a.format(key=key)}" for q, a in self.pairs)
+        else:
+            text = reply_text(messages)
         return web.json_response({
             "id": f"chatcmpl-standin-{self.requests}", "object": "chat.completion", "created": 0,
             "model": body.get("model", "teacher"),

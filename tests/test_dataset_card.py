@@ -34,7 +34,7 @@ def _manifest(run_dir: Path, leaves, quality: dict[str, LeafQuality], *, license
                  "served_model_name": None},
         pipeline={"name": "full", "fingerprints": {}, "scale_factor": 30, "samples_per_unit": 5}, seed=42,
         executor={"kind": "local"}, config=config, versions={"sdg": "0.1.0"},
-        counts=ManifestCounts(units=3 * len(leaves), units_run=3, units_resumed=0, units_failed=failed,
+        counts=ManifestCounts(units=3 * len(leaves), units_run=3, units_resumed=0, units_failed=failed, units_not_needed=0, units_topup=0,
                               target_samples=9, generated=sum(q.generated for q in quality.values()),
                               kept=sum(q.kept for q in quality.values()), requests=10, prompt_tokens=100,
                               completion_tokens=50),

@@ -53,6 +53,8 @@ def test_vllm_servers_get_disjoint_gpus_ports_and_passthrough(tmp_path) -> None:
     servers = build_servers(cfg, env={"CUDA_VISIBLE_DEVICES": "4,5,6,7", "SLURM_JOB_ID": "42"},
                             extra_args=["--dtype", "auto"])
     assert len(servers) == 2 and all(isinstance(s, VllmServer) for s in servers)
+    for s in servers:
+        s.choose_ports()  # what launch() does first: the HTTP port and a free block for VLLM_PORT
     envs = [s.extra_env() for s in servers]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4,5", "6,7"]
     assert envs[0]["VLLM_PORT"] != envs[1]["VLLM_PORT"]
@@ -66,3 +68,20 @@ def test_vllm_servers_get_disjoint_gpus_ports_and_passthrough(tmp_path) -> None:
         assert "--api-key" not in argv  # the key is in the environment, not in `ps`
     with pytest.raises(GpuPlanError):
         build_servers(cfg, env={"CUDA_VISIBLE_DEVICES": "0"})
+
+
+def test_a_vllm_judge_takes_its_gpus_from_the_end_and_others_take_none() -> None:
+    from types import SimpleNamespace
+
+    from sdg.teacher.gpus import GpuPlanError, split_judge_gpus
+
+    vllm = SimpleNamespace(backend="vllm", tensor_parallel_size=2, replicas=None)
+    assert split_judge_gpus(vllm, ["0", "1", "2", "3"]) == (("2", "3"), ("0", "1"))
+    assert split_judge_gpus(SimpleNamespace(backend="vllm", tensor_parallel_size=1, replicas=2),
+                            ["0", "1", "2"]) == (("1", "2"), ("0",))
+    for other in ("llama-cpp", "endpoint"):
+        assert split_judge_gpus(SimpleNamespace(backend=other, tensor_parallel_size=1, replicas=None),
+                                ["0", "1"]) == ((), ("0", "1"))
+    assert split_judge_gpus(None, ["0"]) == ((), ("0",))
+    with pytest.raises(GpuPlanError, match="judge needs 2 GPU"):
+        split_judge_gpus(vllm, ["0", "1"])  # nothing left for the teacher

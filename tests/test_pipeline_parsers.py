@@ -146,3 +146,14 @@ def test_long_pathological_text_is_fast() -> None:
         for spec in P.PARSERS.values():
             spec.parse(text)
     assert time.monotonic() - t0 < 20
+
+
+@pytest.mark.parametrize("text, score_value, yes_no_value", [
+    ('{"score": 2}', 2, None), ('{\n  "score": 3, "reason": "fine"}', 3, None), ('{"score": 1}', 1, 1),
+    ('{"score": 0}', 0, 0), ('{"verdict": "yes"}', 1, 1), ('{"score": "1"}', 1, 1)])
+def test_structured_verdicts_parse(text: str, score_value: int, yes_no_value: int | None) -> None:
+    """What a schema-constrained judge writes ({"score": N}) parses with both score parsers."""
+    from sdg.pipeline.parsers import score, yes_no
+
+    assert score(text) == score_value
+    assert yes_no(text) == yes_no_value

@@ -40,7 +40,7 @@ TINY = ["taxonomy.base=empty", "pipeline.sdg_scale_factor=1", "teacher.max_token
         "taxonomy.documents.chunk_tokens=4000", "teacher.llama_cpp.n_threads=1", "generate.progress_interval_s=5",
         "teacher.startup_timeout_s=300"]
 JOB = ["cluster=slurm", "cluster.nodes=2", "cluster.gpus_per_node=1", "cluster.cpus_per_task=1", "cluster.mem_gb=1",
-       "cluster.time_min=30"]
+       "cluster.time_min=30", "cluster.allow_cpu_teacher=true"]  # llama.cpp stands in for vLLM on the fake GPUs
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,10 @@ def _check_complete(out: Path, *, nonempty: bool = True) -> dict:
     manifest = json.loads((run / "manifest.json").read_text())
     counts = manifest["counts"]
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
-    assert counts["units_failed"] == 0 and counts["units_run"] + counts["units_resumed"] == counts["units"]
+    assert counts["units_failed"] == 0
+    # every planned unit ran, was resumed, or was not needed (its leaf was full); top-ups ran on top
+    assert counts["units_run"] + counts["units_resumed"] + counts["units_not_needed"] == \
+        counts["units"] + counts["units_topup"]
     done = _done_units(out)
     assert len(done) == counts["units"], "units lost"
     assert set(done.values()) == {1}, f"units done twice: {[k for k, v in done.items() if v > 1]}"
@@ -421,7 +424,8 @@ def test_local_and_ray_executors_run_the_same_units_and_rows(env: Path, taxonomy
     from tests.standin_teacher import DeterministicStandInTeacher
 
     common = [f"taxonomy.path={taxonomy}", "pipeline.sdg_scale_factor=2", "taxonomy.documents.chunk_tokens=4000",
-              "teacher=endpoint", "generate.progress=log", "generate.progress_interval_s=0"]
+              "teacher=endpoint", "generate.progress=log", "generate.progress_interval_s=0",
+              "pipeline.leaf_targets=false"]  # exact rows: every planned unit runs (leaf targets depend on timing)
     with DeterministicStandInTeacher() as url:
         teacher = [f"teacher.endpoint_url={url}"]
         cfg = to_object(compose_config([*JOB, *common, *teacher, f"cluster.job_dir={env / 'jobs'}",
@@ -456,4 +460,32 @@ def test_local_and_ray_executors_run_the_same_units_and_rows(env: Path, taxonomy
     progress = [ln for ln in log.splitlines() if "progress: units" in ln]
     assert progress and re.search(r"samples \d+ \d+ tok/s", progress[-1]) and " eta " in progress[-1], log[-3000:]
     assert set(json.loads((slurm_run / "run.json").read_text())["executor"]["nodes"]) == {"node1", "node2"}
+    _no_processes_left(str(job.job_id))
+
+
+def test_a_judge_of_its_own_judges_on_every_node(env: Path, taxonomy: Path) -> None:
+    """`judge=...` on Slurm: every node serves the judge beside its teacher (here the embedded model on
+    llama.cpp, one CPU server per node, one thread), its endpoints reach each node's worker through the
+    node's 0600 record file (not as Ray actor arguments), and every verdict goes to a judge server, none to
+    the teacher (a deterministic stand-in that counts judge prompts server-side)."""
+    from sdg.launch.submit import result, submit
+    from tests.standin_teacher import DeterministicStandInTeacher
+
+    teacher = DeterministicStandInTeacher()
+    with teacher as url:
+        cfg = _cfg(env, taxonomy, "teacher=endpoint", f"teacher.endpoint_url={url}", "pipeline=full",
+                   "judge=smollm2-135m-cpu", "judge.llama_cpp.n_threads=1", "judge.llama_cpp.n_parallel=2",
+                   "judge.max_tokens=64", "judge.startup_timeout_s=300", f"cluster.job_dir={env / 'jobs'}",
+                   "generate.allow_empty=true")
+        job = submit(cfg, log=lambda m: None)
+        summary = result(job)
+    assert summary.complete and summary.executor["kind"] == "ray", Path(job.paths.stdout).read_text()[-3000:]
+    run = Path(summary.run_dir)
+    manifest = json.loads((run / "manifest.json").read_text())
+    judged = {name: n for name, n in manifest["servers"].items() if "judge-" in name}
+    assert teacher.judge_requests == 0 and sum(judged.values()) > 0
+    assert {name.split("-", 1)[0] for name in judged} == {"node1", "node2"}  # each node's own judge
+    assert manifest["structured_verdicts"] == sum(judged.values())  # llama.cpp took the verdict schema
+    log = Path(job.paths.stdout).read_text()
+    assert "judge 1" in log  # node 0 started its judge beside the teacher
     _no_processes_left(str(job.job_id))

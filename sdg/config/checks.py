@@ -104,6 +104,8 @@ RULES: dict[str, Rule] = {
     "taxonomy.documents.pdf_timeout_s": Range("seconds the text extraction of one PDF may take", gt=0,
                                               integer=False),
     "taxonomy.documents.max_chunks_per_leaf": Range("most document chunks of one knowledge leaf", ge=1),
+    "pipeline.max_overgeneration": Range("samples a leaf may ask for, in multiples of its target", ge=1,
+                                         integer=False),
     # TeacherConfig
     "teacher.backend": Choice(("llama-cpp", "vllm", "endpoint"), "how the teacher is served"),
     "teacher.port": Range("TCP port of the first server, 0 = a free port", ge=0, le=65535),
@@ -170,6 +172,9 @@ RULES: dict[str, Rule] = {
     "cluster.max_requeues": Range("time-limit requeues before giving up", ge=0),
     "cluster.slice_units": Range("units per work item handed to a node, 0 = about 4 items per node", ge=0),
     "cluster.ray_object_store_mb": Range("Ray object store per node, in MB, Ray needs at least 75", ge=75),
+    "cluster.address_from": Choice(("route", "interface", "hostname"), "how each node of a Slurm job picks its "
+                                   "address: the interface that routes to the other nodes, cluster.interface's, or "
+                                   "what its name resolves to"),
     # QualityConfig
     "quality.near_dedup_threshold": Range("estimated Jaccard similarity that makes two rows near-duplicates",
                                           gt=0, le=1, integer=False),

@@ -134,6 +134,12 @@ class PipelineConfig:
     sdg_scale_factor: int = 30
     # One unit of work asks the teacher for at most this many samples in one generation prompt.
     samples_per_unit: int = 5
+    # Leaf-level targets (sdg/engine/leaf_targets.py): a leaf's units share its target, extras a reply holds
+    # count toward it, a full leaf sends nothing more, a short one gets top-up units. false: every unit keeps at
+    # most its own share and every planned unit runs (the old rule).
+    leaf_targets: bool = True
+    # A leaf asks for at most this many times its target in samples (planned units + top-ups) before it stops short.
+    max_overgeneration: float = 3.0
 
 
 @dataclass
@@ -213,6 +219,15 @@ class ClusterConfig:
     job_dir: str = "${generate.output_dir}/slurm_jobs"  # submitit folders, logs, rendezvous files (shared FS)
     slice_units: int = 0  # units per work item handed to a node; 0 = about 4 items per node
     ray_object_store_mb: int = 256  # per node; only plans and counts travel through Ray
+    # Each node's address (Ray binds it; the others dial it). route: the address of the interface that routes
+    # toward the other nodes (node 0: toward the job's next node; the others: toward the Ray head) |
+    # interface: cluster.interface's IPv4 address | hostname: what the node's name resolves to (a loopback
+    # answer is refused on a multi-node job unless every node of the job is a loopback alias of one machine).
+    address_from: str = "route"
+    interface: Optional[str] = None  # e.g. ib0, eth0: use that interface's IPv4 address (implies address_from=interface)
+    # The embedded CPU teacher (smollm2-135m-cpu) on a job that asks for GPUs is refused at submit time;
+    # true lets it run (tests, or llama.cpp on purpose).
+    allow_cpu_teacher: bool = False
 
 
 @dataclass
@@ -221,13 +236,13 @@ class QualityConfig:
     counts as the same. Every drop is counted per leaf with its reason and kept in dropped_<reason>.jsonl."""
 
     enabled: bool = True
-    exact_dedup: bool = True  # the same normalized question+answer (+context) anywhere in the run
-    near_dedup: bool = True  # MinHash + LSH over word shingles, across every leaf of the run
+    exact_dedup: bool = True  # the same normalized question + answer anywhere in the run
+    near_dedup: bool = True  # MinHash + LSH (rensa) over word shingles, across every leaf of the run
     near_dedup_threshold: float = 0.8  # estimated Jaccard similarity at or above which two rows are near-duplicates
     near_dedup_shingle: int = 3  # words per shingle
     near_dedup_num_perm: int = 128  # MinHash permutations (more: a closer estimate, slower)
     seed_copy: bool = True  # drop near-copies of the leaf's own seed examples
-    seed_copy_threshold: float = 0.7  # similarity (0..1, token-set ratio) at or above which a row copies a seed
+    seed_copy_threshold: float = 0.7  # ROUGE-L F1 over words (self-instruct's rule) at or above which a row copies a seed
     decontaminate: list[str] = field(default_factory=list)  # evaluation sets (.jsonl/.json/.txt) to keep out
     decontaminate_ngram: int = 13  # words per n-gram compared with the evaluation sets
     decontaminate_min_overlap: int = 1  # shared n-grams that make a row contaminated

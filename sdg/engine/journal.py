@@ -39,6 +39,8 @@ class UnitRecord:
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    t: float = 0.0  # when the unit finished (unix time): the report's throughput over time
+    dropped_rows: tuple[tuple[str, dict], ...] = ()  # (reason, row) a judge or filter dropped: the audit files
 
 
 def record_of(unit_id: str, result: UnitResult) -> dict[str, Any]:
@@ -48,7 +50,8 @@ def record_of(unit_id: str, result: UnitResult) -> dict[str, Any]:
     return {"unit": unit_id, "status": "failed" if failed else "done", **_factored(result.rows),
             "generated": result.generated, "dropped": dict(result.dropped),
             "errors": [e.__dict__ for e in result.errors], "requests": result.requests,
-            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "t": time.time()}
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "t": time.time(),
+            **({"dropped_rows": [list(d) for d in result.dropped_rows]} if result.dropped_rows else {})}
 
 
 def _factored(rows: list[dict]) -> dict[str, Any]:
@@ -77,7 +80,8 @@ def _record(line: bytes) -> UnitRecord:
     obj = json.loads(line)
     return UnitRecord(obj["unit"], obj["status"], _rows_of(obj), int(obj.get("generated", 0)),
                       dict(obj.get("dropped", {})), tuple(obj.get("errors", ())), int(obj.get("requests", 0)),
-                      int(obj.get("prompt_tokens", 0)), int(obj.get("completion_tokens", 0)))
+                      int(obj.get("prompt_tokens", 0)), int(obj.get("completion_tokens", 0)), float(obj.get("t", 0.0)),
+                      tuple((str(r), dict(row)) for r, row in obj.get("dropped_rows", ())))
 
 
 def read_journal(path: Path, *, repair: bool = True, problems: list[str] | None = None) -> list[UnitRecord]:

@@ -13,7 +13,7 @@ import hashlib
 import heapq
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from sdg.pipeline.inputs import input_rows, pipeline_kind
 from sdg.pipeline.types import Row
@@ -68,9 +68,36 @@ class LeafPlan:
     def iter_units(self, seed: int) -> Iterator[Unit]:
         for i, row in enumerate(self.inputs):
             for j, target in enumerate(self.shares):
-                uid = _digest(self.leaf.id, self.fingerprint, i, j, target)[:24]
-                yield Unit(uid, self.leaf.id, i, j, target, (seed * 1_000_003 + int(uid[:8], 16)) % 2**31,
-                           {**row, "target_samples": target})
+                yield self._unit(i, j, target, seed)
+
+    def _unit(self, i: int, j: int, target: int, seed: int) -> Unit:
+        uid = _digest(self.leaf.id, self.fingerprint, i, j, target)[:24]
+        return Unit(uid, self.leaf.id, i, j, target, (seed * 1_000_003 + int(uid[:8], 16)) % 2**31,
+                    {**self.inputs[i], "target_samples": target})
+
+    def journaled_units(self, seed: int, ids: Collection[str]) -> Iterator[Unit]:
+        """Every unit whose id is in `ids` (a journal's), in the leaf's order: planned units, then top-up
+        rounds as long as a round has one of them (top-ups go round by round)."""
+        for unit in self.iter_units(seed):
+            if unit.id in ids:
+                yield unit
+        index = self.units
+        while self.inputs:
+            found = [u for u in (self.unit_at(index + k, seed) for k in range(len(self.inputs))) if u.id in ids]
+            if not found:
+                return
+            yield from found
+            index += len(self.inputs)
+
+    def unit_at(self, index: int, seed: int) -> Unit:
+        """The leaf's `index`-th unit: the planned ones (iter_units order), then top-up units, asked for when
+        the leaf is still short once its planned units ran (leaf-level targets): round r gives every input a
+        unit of the largest share, with share index len(shares) + r, so its id is new and stable."""
+        if index < self.units:
+            i, j = divmod(index, len(self.shares))
+            return self._unit(i, j, self.shares[j], seed)
+        r, i = divmod(index - self.units, len(self.inputs))
+        return self._unit(i, len(self.shares) + r, max(self.shares), seed)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,19 @@ class Progress:
         if n and self.mode != "none":
             self._line(f"resuming: {n} of {self.total_units} units already done")
 
+    def not_needed(self, leaf_id: str, units: int) -> None:
+        """Units never sent because their leaf had what it needed (leaf-level targets): done, not in the rate."""
+        self._count_leaf(leaf_id, units)
+        self.skipped_units += units
+        if self._bar is not None:
+            self._bar.update(units)
+
+    def extra_units(self, units: int) -> None:
+        """Top-up units a short leaf asks for beyond the plan."""
+        self.total_units += units
+        if self._bar is not None:
+            self._bar.total += units
+
     def _count_leaf(self, leaf_id: str, units: int) -> None:
         if leaf_id in self._left and self._left[leaf_id] > 0:
             self._left[leaf_id] -= units

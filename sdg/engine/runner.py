@@ -18,8 +18,9 @@ from sdg.engine.stats import RunStats
 from sdg.errors import TeacherBroken
 
 if TYPE_CHECKING:
+    from sdg.engine.leaf_targets import LeafScheduler
     from sdg.engine.session import TeacherWatch
-from sdg.pipeline.types import ChatFn, RequestError, UnitContext, UnitResult
+from sdg.pipeline.types import ChatFn, Judge, RequestError, UnitContext, UnitResult
 
 
 @dataclass
@@ -74,10 +75,14 @@ class ErrorBreaker:
 async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, journals: JournalStore, *,
                    done: Mapping[str, set[str]], workers: int, progress: Progress,
                    breaker: ErrorBreaker | None = None, units: Iterable[Unit] | None = None,
-                   watch: TeacherWatch | None = None, tick_s: float = 1.0) -> RunStats:
+                   watch: TeacherWatch | None = None, judge: Judge | None = None,
+                   scheduler: LeafScheduler | None = None, outcomes: list | None = None,
+                   tick_s: float = 1.0) -> RunStats:
     """Run every unit of `plan` (or of `units`, a slice of it) not in `done` (unit ids by leaf id).
 
-    `progress` hears of every unit run here as it finishes (the units in `done` are the caller's to report:
+    `scheduler`: leaf-level targets (sdg.engine.leaf_targets): units are taken from it (it knows `done` already)
+    and told what each kept, instead of running every unit of the plan.
+    `judge`: where judge blocks ask (None: the teacher, free text). `progress` hears of every unit run here as it finishes (the units in `done` are the caller's to report:
     sdg.run.execute does, once, for every executor); the stats returned count only the units run here."""
     stats = RunStats()
     started = time.monotonic()
@@ -87,9 +92,32 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
     source = plan.iter_units() if units is None else units
     todo: Iterator[Unit] = (u for u in source if u.id not in done.get(u.leaf_id, ()))
 
+    wake = asyncio.Condition()
+    counted = {i: 0 for i in range(len(plan.leaves))}
+
+    async def next_unit() -> Unit | None:
+        if scheduler is None:
+            return next(todo, None)
+        while True:
+            unit = scheduler.take()
+            _report_skips()
+            if unit is not None or scheduler.finished:
+                return unit
+            async with wake:  # nothing may go until a unit finishes (no await between take() and here)
+                await wake.wait()
+
+    def _report_skips() -> None:
+        assert scheduler is not None
+        for led in scheduler.leaves:
+            if led.not_needed != counted[led.index]:
+                progress.not_needed(led.leaf_id, led.not_needed - counted[led.index])
+                counted[led.index] = led.not_needed
+
     async def worker() -> None:
-        for unit in todo:
-            ctx = UnitContext(chat=chat, seed=unit.seed, leaf_id=unit.leaf_id, unit_id=unit.id)
+        while (unit := await next_unit()) is not None:
+            if scheduler is not None and scheduler.is_topup(unit):
+                progress.extra_units(1)
+            ctx = UnitContext(chat=chat, seed=unit.seed, leaf_id=unit.leaf_id, unit_id=unit.id, judge=judge)
             try:
                 result = await pipelines[kinds[unit.leaf_id]].run(unit.row, ctx)  # type: ignore[attr-defined]
             except asyncio.CancelledError:
@@ -101,6 +129,12 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
             failed = record["status"] == "failed"
             stats.add_unit(result, failed)
             progress.unit_done(unit.leaf_id, len(result.rows), result.completion_tokens, failed)
+            if outcomes is not None:
+                outcomes.append((unit.id, failed, result.rows))
+            if scheduler is not None:
+                scheduler.finish(unit, result.rows, failed)
+                async with wake:
+                    wake.notify_all()
             if breaker is not None:
                 breaker.observe(result)
 

@@ -1,6 +1,8 @@
 """One engine set-up from config, used by both executors: the teacher client over a run's endpoints
-(per-server in-flight bounds), the `teacher.max_tokens` cap on every block's request, and the error
-breaker. The local executor opens one for the run; each Ray worker opens one on its node."""
+(per-server in-flight bounds), the judge's (its own client when `judge=` names a model, else the
+teacher's), each with its `max_tokens` cap, whether the judge takes schema-constrained verdicts (asked
+once, at readiness), and the error breaker. The local executor opens one for the run; each Ray worker
+opens one on its node."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 from sdg.config.schema import SdgConfig, TeacherConfig
 from sdg.engine.runner import ErrorBreaker
 from sdg.errors import TeacherBroken
-from sdg.pipeline.types import ChatFn
+from sdg.pipeline.types import ChatFn, Judge
 
 DEFAULT_ENDPOINT_SLOTS = 8  # an endpoint we did not start: its slots are unknown
 
@@ -26,9 +28,38 @@ def server_slots(teacher: TeacherConfig) -> int:
     return DEFAULT_ENDPOINT_SLOTS
 
 
-def in_flight_per_server(cfg: SdgConfig) -> int:
-    """Requests kept in flight at one teacher server: generate.max_concurrency, else twice its slots."""
-    return cfg.generate.max_concurrency or 2 * server_slots(cfg.teacher)
+def in_flight_per_server(cfg: SdgConfig, teacher: TeacherConfig | None = None) -> int:
+    """Requests kept in flight at one teacher (or judge) server: generate.max_concurrency, else twice its slots."""
+    return cfg.generate.max_concurrency or 2 * server_slots(teacher or cfg.teacher)
+
+
+# The readiness question for structured output: a reply constrained to this schema is JSON with "ok".
+_PROBE_FORMAT = {"type": "json_schema", "json_schema": {"name": "probe", "strict": True, "schema": {
+    "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}}}
+
+
+PROBE_TIMEOUT_S = 60.0
+
+
+async def accepts_json_schema(chat: ChatFn, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the server behind `chat` constrains a reply to a JSON schema: it answers a request with a
+    `json_schema` response_format (no 400) with JSON that has the schema's key (a server that ignores the
+    field answers in prose). No answer within `timeout_s`: no."""
+    import asyncio
+    import json
+
+    try:
+        res = await asyncio.wait_for(chat([{"role": "user", "content": "Is the sky blue? Answer in JSON."}],
+                                          max_tokens=16, temperature=0.0, seed=1, response_format=_PROBE_FORMAT),
+                                     timeout_s)
+    except asyncio.TimeoutError:
+        return False
+    if not getattr(res, "ok", False):
+        return False
+    try:
+        return isinstance(json.loads(res.text), dict) and "ok" in json.loads(res.text)
+    except (TypeError, ValueError):
+        return False
 
 
 class TeacherWatch:
@@ -88,46 +119,84 @@ class EngineSession:
     workers: int
     breaker: ErrorBreaker
     watch: TeacherWatch | None = None
+    judge: Judge | None = None  # None: judge blocks ask the teacher in free text
+
+
+def _client(teacher: TeacherConfig, endpoints: Sequence[Any], per: int, label: str) -> Any:
+    from sdg.teacher.client import Endpoint, TeacherClient
+
+    eps = [Endpoint(e.base_url, e.model, e.api_key, max_in_flight=per, name=f"{label}{e.backend}-{i}")
+           for i, e in enumerate(endpoints)]
+    return TeacherClient(eps, timeout_s=teacher.request_timeout_s, max_retries=teacher.max_retries,
+                         deadline_s=teacher.request_deadline_s, max_response_bytes=teacher.max_response_bytes,
+                         system_prompt_mode=teacher.system_prompt_mode)  # shapes every request
+
+
+def _watched(client: Any, watch: TeacherWatch, cap: int) -> ChatFn:
+    """The client's chat with `cap` on every request's max_tokens, each request seen by the watch."""
+
+    async def chat(messages: list[dict], *, max_tokens: int, **kw: Any) -> Any:
+        token = watch.begin()
+        res = None
+        try:
+            res = await client.chat(messages, max_tokens=min(max_tokens, cap), **kw)
+            return res
+        finally:
+            watch.end(token, bool(getattr(res, "ok", False)))
+
+    return chat  # type: ignore[return-value]
+
+
+def _alive_checks(*served: Any) -> Callable[[], None]:
+    checks = [getattr(s, "check_alive", None) for s in served]
+
+    def check() -> None:
+        for c in checks:
+            if c is not None:
+                c()
+
+    return check
 
 
 @contextlib.asynccontextmanager
-async def engine_session(cfg: SdgConfig, endpoints: Sequence[Any], *, label: str = "") -> AsyncIterator[EngineSession]:
-    """Open the client over `endpoints` (ServedEndpoint records) for the length of the block."""
-    from sdg.teacher.client import Endpoint, TeacherClient
-
-    per = in_flight_per_server(cfg)
-    eps = [Endpoint(e.base_url, e.model, e.api_key, max_in_flight=per, name=f"{label}{e.backend}-{i}")
-           for i, e in enumerate(endpoints)]
+async def engine_session(cfg: SdgConfig, endpoints: Sequence[Any], *, judge_endpoints: Sequence[Any] | None = None,
+                         label: str = "") -> AsyncIterator[EngineSession]:
+    """Open the clients over `endpoints` (ServedEndpoint records; `judge_endpoints`: the judge's, when
+    `judge=` names a model of its own) for the length of the block."""
     t = cfg.teacher
-    cap = t.max_tokens
-    async with TeacherClient(eps, timeout_s=t.request_timeout_s, max_retries=t.max_retries,
-                             deadline_s=t.request_deadline_s, max_response_bytes=t.max_response_bytes,
-                             system_prompt_mode=t.system_prompt_mode) as client:  # shapes every request
+    per = in_flight_per_server(cfg)
+    judge_cfg = cfg.judge if judge_endpoints else None
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(_client(t, endpoints, per, label))
+        judge_client = None
+        if judge_cfg is not None:
+            judge_client = await stack.enter_async_context(
+                _client(judge_cfg, judge_endpoints, in_flight_per_server(cfg, judge_cfg), f"{label}judge-"))
+        clients = [c for c in (client, judge_client) if c is not None]
         watch = TeacherWatch(cfg.generate.stall_timeout_s,
-                             retries=lambda: sum(st.retries for st in client.stats().values()),
+                             retries=lambda: sum(st.retries for c in clients for st in c.stats().values()),
                              # servers started here (sdg.teacher.serving.Served) say whether they live
-                             alive_check=getattr(endpoints, "check_alive", lambda: None))
-
-        async def chat(messages: list[dict], *, max_tokens: int, **kw: Any) -> Any:
-            token = watch.begin()
-            res = None
-            try:  # teacher.max_tokens caps every block's request
-                res = await client.chat(messages, max_tokens=min(max_tokens, cap), **kw)
-                return res
-            finally:
-                watch.end(token, bool(getattr(res, "ok", False)))
-
+                             alive_check=_alive_checks(endpoints, judge_endpoints))
+        chat = _watched(client, watch, t.max_tokens)
+        judge_chat = _watched(judge_client, watch, judge_cfg.max_tokens) if judge_client is not None else chat
+        probe = (lambda: accepts_json_schema(judge_chat)) if (judge_cfg or t).structured_output == "auto" else None
+        judge = Judge(judge_chat, probe)
         g = cfg.generate
         breaker = ErrorBreaker(g.error_rate_limit, g.error_window, unusable_limit=g.unusable_limit,
                                unusable_window=g.unusable_window)
-        yield EngineSession(chat, per * len(eps), breaker, watch)
+        workers = per * len(endpoints)
+        if judge_client is not None:  # judge requests wait on the judge's servers, not on a unit worker
+            workers += in_flight_per_server(cfg, judge_cfg) * len(judge_endpoints or ())
+        yield EngineSession(chat, workers, breaker, watch, judge)
 
 
-async def run_slice(session: EngineSession, plan: Any, pipelines: Any, journals: Any, units: Sequence[Any]) -> Any:
-    """Run `units` (a work item: some units of one leaf) in an open session; its RunStats. The caller
-    reports progress for the whole item (a Ray worker: to the executor on node 0)."""
+async def run_slice(session: EngineSession, plan: Any, pipelines: Any, journals: Any, units: Sequence[Any],
+                    outcomes: list | None = None) -> Any:
+    """Run `units` (a work item) in an open session; its RunStats. The caller reports progress for the whole
+    item (a Ray worker: to the executor on node 0). `outcomes` gets (unit id, failed, kept rows) per unit."""
     from sdg.engine.progress import Progress
     from sdg.engine.runner import run_plan
 
     return await run_plan(plan, pipelines, session.chat, journals, done={}, progress=Progress(len(units), mode="none"),
-                          workers=session.workers, breaker=session.breaker, units=units, watch=session.watch)
+                          workers=session.workers, breaker=session.breaker, units=units, watch=session.watch,
+                          judge=session.judge, outcomes=outcomes)

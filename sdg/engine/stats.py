@@ -17,6 +17,8 @@ class RunStats:
     units_done: int = 0  # run now (done or failed)
     units_failed: int = 0
     units_resumed: int = 0  # found done in the journals
+    units_not_needed: int = 0  # planned units never sent: their leaf had its target (leaf-level targets)
+    units_topup: int = 0  # units run beyond the plan for leaves short of their target
     samples: int = 0  # kept rows
     generated: int = 0  # parsed before filters
     requests: int = 0
@@ -25,6 +27,8 @@ class RunStats:
     leaves_finished: int = 0  # leaves whose every unit has now run (progress)
     dropped: Counter = field(default_factory=Counter)  # reason -> samples
     errors: Counter = field(default_factory=Counter)  # block:kind -> requests
+    servers: Counter = field(default_factory=Counter)  # endpoint name -> requests it answered or failed
+    structured_requests: int = 0  # judge requests sent with a JSON schema
     elapsed_s: float = 0.0
 
     def add_unit(self, result: UnitResult, failed: bool) -> None:
@@ -38,6 +42,8 @@ class RunStats:
         self.completion_tokens += result.completion_tokens
         self.dropped.update(result.dropped)
         self.errors.update(f"{e.block}:{e.kind}" for e in result.errors)
+        self.servers.update(result.servers)
+        self.structured_requests += result.structured_requests
 
     def merge(self, other: "RunStats") -> "RunStats":
         """Add `other`'s counts to these (elapsed time is the caller's: parts overlap)."""

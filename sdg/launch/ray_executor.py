@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sdg.engine.stats import RunStats
 from sdg.errors import NodeFailed, SdgError
@@ -31,9 +31,10 @@ class NodeShare:
 
 @dataclass
 class RayExecutor:
-    """`nodes`: node name -> that node's ready teacher endpoints (ServedEndpoint). Ray must be connected."""
+    """`nodes`: node name -> that node's record file (node-<name>.json, 0600: its teacher and judge
+    endpoints with their keys, read by the node's worker itself). Ray must be connected."""
 
-    nodes: Mapping[str, Sequence[Any]]
+    nodes: Mapping[str, Any]
     log: Log = print
     alive_check: Callable[[], None] = lambda: None
     details: Mapping[str, Any] = field(default_factory=dict)  # node name -> its GPUs and replicas
@@ -50,6 +51,8 @@ class RayExecutor:
         from sdg.launch.worker import NodeWorker
 
         plan, cfg = run.plan, run.cfg
+        if cfg.pipeline.leaf_targets:
+            return self._execute_scheduled(run, done, progress)
         items = deque(work_items(plan, done, len(self.nodes), cfg.cluster.slice_units))
         pending_units = sum(it.size for it in items)
         resumed = sum(len(v) for v in done.values())
@@ -63,8 +66,8 @@ class RayExecutor:
         plan_ref = ray.put(plan)
         actors = {name: Worker.options(num_cpus=0, resources={resource_name(name): 0.01},
                                        max_concurrency=IN_FLIGHT_PER_NODE + 2).remote(
-                      cfg, plan_ref, str(run.folder.path), name, list(eps))
-                  for name, eps in self.nodes.items()}
+                      cfg, plan_ref, str(run.folder.path), name, str(record))
+                  for name, record in self.nodes.items()}
         running: dict[Any, tuple[str, str]] = {}
 
         def hand_out(name: str) -> None:
@@ -92,6 +95,81 @@ class RayExecutor:
         stats.elapsed_s = time.monotonic() - t0
         self.log("per node: " + ", ".join(f"{n} {s.units} units in {s.items} items"
                                           for n, s in sorted(self.per_node.items())))
+        return stats
+
+
+    def _actors(self, ray: Any, run: Any, capacity: int) -> dict[str, Any]:
+        from sdg.launch.raynode import resource_name
+        from sdg.launch.worker import NodeWorker
+
+        Worker = ray.remote(NodeWorker)
+        plan_ref = ray.put(run.plan)
+        return {name: Worker.options(num_cpus=0, resources={resource_name(name): 0.01},
+                                     max_concurrency=capacity + 2).remote(
+                    run.cfg, plan_ref, str(run.folder.path), name, str(record))
+                for name, record in self.nodes.items()}
+
+    def _execute_scheduled(self, run: Any, done: Mapping[str, set[str]], progress: "Progress") -> RunStats:
+        """Leaf-level targets across nodes: the driver keeps the one LeafScheduler (sdg.engine.leaf_targets) and
+        hands single units to whichever node has room, up to its capacity (its replicas x the requests one
+        server works on at once), so no node idles while units wait and no leaf overshoots by a whole item."""
+        import ray
+
+        from sdg.engine.journal import JournalStore
+        from sdg.run import leaf_scheduler
+        from sdg.engine.session import in_flight_per_server
+
+        plan, cfg = run.plan, run.cfg
+        reader = JournalStore(run.folder.journal_dir)
+        try:
+            scheduler = leaf_scheduler(run, done, reader)
+        finally:
+            reader.close()
+        capacity = {n: max(2, in_flight_per_server(cfg) * max(1, len(self.details.get(n, {}).get("replicas", ()) or [1])))
+                    for n in self.nodes}
+        self.log(f"work: {plan.units - sum(len(v) for v in done.values())} units pending over {len(self.nodes)} "
+                 "nodes, handed out one at a time by the leaf-level targets (" +
+                 ", ".join(f"{n} up to {c} at once" for n, c in sorted(capacity.items())) + ")")
+        self.per_node = {n: NodeShare() for n in self.nodes}
+        stats = RunStats()
+        actors = self._actors(ray, run, max(capacity.values(), default=2))
+        running: dict[Any, tuple[str, Any]] = {}
+        load = {n: 0 for n in self.nodes}
+        reported = {led.index: 0 for led in scheduler.leaves}
+
+        def fill() -> None:
+            for name in sorted(self.nodes, key=lambda n: load[n] / capacity[n]):
+                while load[name] < capacity[name] and (unit := scheduler.take()) is not None:
+                    if scheduler.is_topup(unit):
+                        progress.extra_units(1)
+                    running[actors[name].run_units.remote([unit])] = (name, unit)
+                    load[name] += 1
+            for led in scheduler.leaves:
+                if led.not_needed != reported[led.index]:
+                    progress.not_needed(led.leaf_id, led.not_needed - reported[led.index])
+                    reported[led.index] = led.not_needed
+
+        t0 = time.monotonic()
+        fill()
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            self.alive_check()
+            for ref in ready:
+                name, unit = running.pop(ref)
+                load[name] -= 1
+                part = _result(ray, ref, name)
+                stats.merge(part.stats)
+                for uid, failed, rows in part.units:
+                    scheduler.finish(unit, rows, failed)
+                share = self.per_node[name]
+                share.items += 1
+                share.units += part.stats.units_done
+                progress.advance(unit.leaf_id, part.stats)
+            fill()
+        ray.get([a.close.remote() for a in actors.values()])
+        stats.elapsed_s = time.monotonic() - t0
+        scheduler.count_into(stats)
+        self.log("per node: " + ", ".join(f"{n} {s.units} units" for n, s in sorted(self.per_node.items())))
         return stats
 
 

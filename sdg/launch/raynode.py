@@ -4,12 +4,19 @@
 we can stop exactly it), bound to this node's address, with ports that are free on this node right
 now and a small object store, so several Ray nodes can share one machine (the local test cluster).
 Stopping signals that process group, never `ray stop` (which kills every Ray process on the machine).
+
+Every Ray node and the driver authenticate with a token (Ray's `RAY_AUTH_MODE=token`, Ray >= 2.52): a
+process that can reach a node's ports but lacks the job's token is refused. The token comes from the
+job's 0600 rendezvous file and travels only in the environment of `ray start` and of the driver (never
+on a command line, where `ps` shows it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -19,11 +26,43 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from sdg.errors import RayStartError
 
 WORKER_PORTS = 24  # Ray worker processes this node may run at once (one actor + a few helpers)
+RAY_AUTH_MIN = (2, 52)  # first Ray with token authentication (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN)
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def ray_auth_env(token: str) -> dict[str, str]:
+    """The environment that makes a Ray process (`ray start`, a driver, a client) use token authentication
+    with `token`. RAY_AUTH_TOKEN_PATH is dropped from the environment it is merged into (see `with_ray_auth`),
+    so a token file of the user's (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH) never stands in for the job's."""
+    if not token:
+        raise RayStartError("no Ray authentication token: the rendezvous file must hold one (ray_token)")
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+
+
+def with_ray_auth(env: dict[str, str], token: str) -> dict[str, str]:
+    """`env` with Ray's token authentication on (`token`), any other token source removed."""
+    out = {k: v for k, v in env.items() if k not in _AUTH_VARS}
+    return {**out, **ray_auth_env(token)}
+
+
+def check_ray_supports_auth() -> None:
+    """RayStartError unless the installed Ray has token authentication (an older Ray ignores
+    RAY_AUTH_MODE and would run an open cluster)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("ray")
+    except PackageNotFoundError:
+        return  # ray_executable() says how to install it
+    nums = tuple(int(p) for p in re.findall(r"\d+", text)[:2])
+    if nums < RAY_AUTH_MIN:
+        raise RayStartError(f"Ray {text} has no token authentication, and sdg does not run an unauthenticated Ray "
+                            f"cluster: pip install 'ray>={RAY_AUTH_MIN[0]}.{RAY_AUTH_MIN[1]}'")
 
 
 def resource_name(node: str) -> str:
@@ -51,7 +90,7 @@ def ray_executable() -> str:
         return str(exe)
     found = shutil.which("ray")
     if not found:
-        raise RayStartError("the `ray` command is not installed in this environment: pip install 'ray>=2.40' "
+        raise RayStartError("the `ray` command is not installed in this environment: pip install 'ray>=2.52' "
                             "(Ray runs the work queue across the nodes of a Slurm job)")
     return found
 
@@ -75,6 +114,7 @@ class RayNode:
     log_path: Path
     gcs_port: int | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    auth_token: str = field(default="", repr=False)  # the cluster's Ray token (the driver connects with it)
 
     @property
     def address(self) -> str:
@@ -132,14 +172,16 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def start_ray_node(*, ip: str, node: str, temp_dir: Path, log_path: Path, head_address: str | None = None,
-                   object_store_mb: int = 256, num_cpus: int = 0, timeout_s: float = 120.0,
-                   alive_check: Callable[[], None] = lambda: None) -> RayNode:
+def start_ray_node(*, ip: str, node: str, temp_dir: Path, log_path: Path, auth_token: str,
+                   head_address: str | None = None, object_store_mb: int = 256, num_cpus: int = 0,
+                   timeout_s: float = 120.0, alive_check: Callable[[], None] = lambda: None) -> RayNode:
     """Start a Ray head (head_address=None) or a worker joining `head_address`; wait until it serves.
 
-    Head: ready when its GCS port accepts connections. Worker: ready when its raylet port does (the
-    driver still checks that the node registered, by its `sdg_node_<name>` resource).
+    `auth_token`: the cluster's Ray token (token authentication is always on; it goes into the child's
+    environment only). Head: ready when its GCS port accepts connections. Worker: ready when its raylet
+    port does (the driver still checks that the node registered, by its `sdg_node_<name>` resource).
     """
+    check_ray_supports_auth()
     names = ("port", "node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
              "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
     ports = free_ports(len(names) + WORKER_PORTS)
@@ -159,12 +201,14 @@ def start_ray_node(*, ip: str, node: str, temp_dir: Path, log_path: Path, head_a
     private_temp_dir(temp_dir)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # No dashboard agent in a minimal Ray: without metrics collection it does not complain about it.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0", "PYTHONUNBUFFERED": "1"}
+    env = with_ray_auth({**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0",
+                         "PYTHONUNBUFFERED": "1"}, auth_token)
     env.pop("RAY_ADDRESS", None)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, preexec_fn=_set_pdeathsig)
-    rn = RayNode(ip, head_address is None, temp_dir, log_path, chosen["port"] if head_address is None else None, proc)
+    rn = RayNode(ip, head_address is None, temp_dir, log_path, chosen["port"] if head_address is None else None, proc,
+                 auth_token=auth_token)
     wait_port = chosen["port"] if head_address is None else chosen["node-manager-port"]
     deadline = time.monotonic() + timeout_s
     try:
@@ -246,3 +290,55 @@ def wait_for_nodes(nodes: Sequence[str], timeout_s: float, alive_check: Callable
             missing = sorted(n for n in nodes if resource_name(n) not in have)
             raise RayStartError(f"Ray nodes of {', '.join(missing)} did not join within {timeout_s:.0f} s")
         time.sleep(0.2)
+
+
+def _refresh_ray_auth() -> None:
+    """Make this process's Ray re-read RAY_AUTH_* (its config and token are cached once read)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # a Ray without token authentication: check_ray_supports_auth() refuses it first
+        return
+    Config.initialize("")  # the config first: a gRPC thread must not reload a token the mode no longer wants
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def ray_token_auth(token: str) -> Iterator[None]:
+    """This process talks to Ray with token authentication (`token`) while inside; its environment is
+    restored afterwards. Wrap the whole connection in it (ray.init ... ray.shutdown): Ray checks the
+    mode on every call, so it must not change while connected."""
+    check_ray_supports_auth()
+    auth = ray_auth_env(token)
+    saved = {k: os.environ.get(k) for k in _AUTH_VARS}
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ.update(auth)
+    _refresh_ray_auth()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _refresh_ray_auth()
+
+
+@contextlib.contextmanager
+def ray_driver(node: RayNode, ip: str) -> Iterator[None]:
+    """Connect this process to the cluster of `node` (the head) as its driver, with the cluster's token;
+    disconnect on the way out."""
+    import ray
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    with ray_token_auth(node.auth_token):
+        ray.init(address=node.address, _node_ip_address=ip, logging_level="WARNING", log_to_driver=False,
+                 configure_logging=False)
+        for s, h in handlers.items():  # Ray's C++ handler aborts on SIGTERM: keep submitit's (or our unwind)
+            if h is not None:
+                signal.signal(s, h)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                ray.shutdown()

@@ -3,7 +3,9 @@
 Layout (`<job_dir>/<job id>/sdg/attempt-<SLURM_RESTART_COUNT>/`, one folder per attempt so a
 requeued job never reads its previous attempt's files):
   rendezvous.json    node 0: {"address": Ray head, "token": random, "driver": node} or {"error": ...}
-  node-<name>.json   every node once its teacher is ready: endpoints (with their API keys), GPUs, replicas
+  node-<name>.json   every node once its teacher is ready: endpoints (with their API keys; the judge's too),
+                     GPUs, replicas. The node's Ray worker reads its endpoints from here: keys never
+                     travel as actor arguments (which Ray may log)
   done.json          node 0 at the end: {"token", "status": complete|incomplete|failed, ...}
 Files with endpoints are mode 0600 (they hold API keys). Every write is atomic (tmp + rename), every
 wait polls a file with a deadline and a liveness check, never a fixed sleep.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -96,19 +98,24 @@ class NodeRecord:
     tensor_parallel_size: int
     endpoints: list[Any]  # ServedEndpoint
     token: str = ""
+    judge_endpoints: list[Any] = field(default_factory=list)  # the judge's on this node (judge=...), else []
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["endpoints"] = [{**asdict(e), "gpus": list(e.gpus)} for e in self.endpoints]
+        for key in ("endpoints", "judge_endpoints"):
+            out[key] = [{**asdict(e), "gpus": list(e.gpus)} for e in getattr(self, key)]
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "NodeRecord":
         from sdg.teacher.server_base import ServedEndpoint
 
-        eps = [ServedEndpoint(**{**e, "gpus": tuple(e.get("gpus", ()))}) for e in data["endpoints"]]
+        def eps(key: str) -> list[Any]:
+            return [ServedEndpoint(**{**e, "gpus": tuple(e.get("gpus", ()))}) for e in data.get(key, ())]
+
         known = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known}, "endpoints": eps})
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "endpoints": eps("endpoints"),
+                      "judge_endpoints": eps("judge_endpoints")})
 
     def describe(self) -> dict[str, Any]:
         return {"gpus": self.gpus, "replicas": self.replicas, "stand_in": self.stand_in,

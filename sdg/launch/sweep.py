@@ -124,6 +124,9 @@ def run_combination(cfg: SdgConfig, overrides: str, *, log: Callable[[str], None
 
         check_values(cfg)  # a swept value out of range fails this combination, with the one-line message
         if cfg.cluster.kind == "slurm" and not cfg.generate.dry_run:
+            from sdg.launch.submit import check_cluster
+
+            check_cluster(cfg)  # per combination: the teacher may be swept
             if not _in_submitit_job():
                 raise SdgError("cluster=slurm in a sweep runs inside the Slurm array (hydra/launcher=sdg_slurm)")
             import submitit

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from sdg.config.schema import SdgConfig
 from sdg.engine.plan import Plan, Unit
 from sdg.engine.stats import RunStats
+from sdg.errors import RendezvousError
 
 
 @dataclass(frozen=True)
@@ -23,19 +24,27 @@ class WorkerResult:
     """What a work item did, sent back to the executor."""
 
     node: str
-    leaf: int  # index into plan.leaves
+    leaf: int  # index into plan.leaves (-1: units of any leaf)
     stats: RunStats
+    units: list = field(default_factory=list)  # (unit id, failed, kept rows) per unit run (run_units)
 
 
 class NodeWorker:
     """Runs slices of the plan on one node (create it with Ray, pinned by its `sdg_node_<name>` resource)."""
 
-    def __init__(self, cfg: SdgConfig, plan: Plan, run_dir: str, node: str, endpoints: Sequence[Any]):
+    def __init__(self, cfg: SdgConfig, plan: Plan, run_dir: str, node: str, record: str):
+        """`record`: the node's node-<name>.json, read here for its endpoints and their keys (never passed as
+        actor arguments, which Ray may log)."""
         from sdg.engine.journal import JournalStore
+        from sdg.launch.rendezvous import NodeRecord, read_json
         from sdg.run import load_pipelines
 
         self.cfg, self.plan, self.node = cfg, plan, node
-        self.endpoints = list(endpoints)
+        data = read_json(Path(record))
+        if not data or "endpoints" not in data:
+            raise RendezvousError(f"node {node}: its record {record} has no endpoints")
+        rec = NodeRecord.from_json(data)
+        self.endpoints, self.judge_endpoints = list(rec.endpoints), list(rec.judge_endpoints)
         self.pipelines = load_pipelines(cfg, {lp.kind for lp in plan.leaves})
         self.journals = JournalStore(Path(run_dir) / "journal", writer=node)
         self._units: dict[int, list[Unit]] = {}
@@ -54,7 +63,8 @@ class NodeWorker:
         async with self._lock:
             if self._session is None:
                 self._session = await self._stack.enter_async_context(
-                    engine_session(self.cfg, self.endpoints, label=f"{self.node}-"))
+                    engine_session(self.cfg, self.endpoints, judge_endpoints=self.judge_endpoints or None,
+                                   label=f"{self.node}-"))
         return self._session
 
     async def run(self, leaf: int, units: Sequence[int]) -> WorkerResult:
@@ -65,6 +75,16 @@ class NodeWorker:
         stats = await run_slice(await self._open(), self.plan, self.pipelines, self.journals,
                                 [all_units[i] for i in units])
         return WorkerResult(self.node, leaf, stats)
+
+    async def run_units(self, units: Sequence[Unit]) -> WorkerResult:
+        """Run these units (the driver's leaf-level targets chose them, `_leaf_need` set); what each kept comes
+        back with them, so the driver counts it toward its leaf."""
+        from sdg.engine.session import run_slice
+
+        outcomes: list = []
+        stats = await run_slice(await self._open(), self.plan, self.pipelines, self.journals, list(units),
+                                outcomes=outcomes)
+        return WorkerResult(self.node, -1, stats, outcomes)
 
     async def close(self) -> str:
         """Flush and close this node's journals and its client (call before the outputs are written)."""

@@ -22,12 +22,25 @@ class LeafQuality:
     kind: str
     units: int
     target: int
-    generated: int = 0  # samples parsed before filters
-    kept: int = 0
+    generated: int = 0  # samples parsed from generation replies, before any judge or filter
+    kept: int = 0  # in the training files: passed the pipeline's judges and filters and the quality stage
     failed_units: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)  # reason -> samples
+    dropped: dict[str, int] = field(default_factory=dict)  # in the pipeline: "block:reason" -> samples
     requests: int = 0
+    prompt_tokens: int = 0
     completion_tokens: int = 0
+    pipeline_kept: int = 0  # rows the pipeline kept (journaled), before the run-wide quality stage
+    quality_dropped: dict[str, int] = field(default_factory=dict)  # run-wide quality stage: reason -> rows
+    topup_units: int = 0  # units run beyond the plan because the leaf was short (leaf-level targets)
+
+    @property
+    def funnel(self) -> list[tuple[str, int]]:
+        """generated -> passed the pipeline (judges, filters) -> unique (exact and near duplicates gone)
+        -> kept (seed copies and contaminated rows gone too)."""
+        dups = sum(n for r, n in self.quality_dropped.items() if r in ("exact_duplicate", "near_duplicate"))
+        # (rows past the leaf's target, quality_dropped["beyond_target"], go between deduplicated and kept)
+        return [("generated", self.generated), ("judged", self.pipeline_kept),
+                ("deduplicated", self.pipeline_kept - dups), ("kept", self.kept)]
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,8 @@ class ManifestCounts:
     units_run: int
     units_resumed: int
     units_failed: int
+    units_not_needed: int  # planned units never sent: their leaf had its target (leaf-level targets)
+    units_topup: int  # units run beyond the plan for leaves short of their target
     target_samples: int
     generated: int
     kept: int
@@ -73,6 +88,10 @@ class Manifest:
     counts: ManifestCounts
     timings: dict[str, float]
     errors: dict[str, int]
+    judge: dict[str, Any] = field(default_factory=dict)  # name, backend, model (empty: the teacher judged)
+    servers: dict[str, int] = field(default_factory=dict)  # endpoint name -> requests this run sent it
+    structured_verdicts: int = 0  # judge requests sent with a JSON schema (0: free text)
+    quality: dict[str, Any] = field(default_factory=dict)  # the quality stage's drops, by reason
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -80,10 +99,28 @@ def _write_json(path: Path, data: Any) -> None:
         f.write(json.dumps(data, indent=2, default=str))
 
 
-def write_quality_report(run_dir: Path, quality: Mapping[str, LeafQuality]) -> Path:
-    """Per leaf id, in plan order."""
+REPORT_FORMAT = 2
+
+
+def quality_report(quality: Mapping[str, LeafQuality], stats: Any = None, *, names: Mapping[str, str] | None = None,
+                   totals: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The content of quality_report.json (format 2): `run` (totals, throughput over time) and `leaves`
+    (per leaf id in plan order: counts, funnel, and the statistics of `stats`, a QualityStats)."""
+    leaves: dict[str, Any] = {}
+    for leaf_id, q in quality.items():
+        leaves[leaf_id] = {"name": (names or {}).get(leaf_id, leaf_id), **asdict(q),
+                           "funnel": [list(step) for step in q.funnel],
+                           **(stats.leaf(leaf_id) if stats is not None else {})}
+    run = dict(totals or {})
+    if stats is not None:
+        run.update(stats.run())
+    return {"format": REPORT_FORMAT, "run": run, "leaves": leaves}
+
+
+def write_quality_report(run_dir: Path, quality: Mapping[str, LeafQuality], stats: Any = None, *,
+                         names: Mapping[str, str] | None = None, totals: Mapping[str, Any] | None = None) -> Path:
     path = Path(run_dir) / QUALITY_REPORT
-    _write_json(path, {leaf_id: asdict(q) for leaf_id, q in quality.items()})
+    _write_json(path, quality_report(quality, stats, names=names, totals=totals))
     return path
 
 

@@ -37,8 +37,13 @@ class RunState:
 
     ctx: UnitContext
     result: UnitResult
-    target: int  # the unit's target_samples
+    target: int  # the unit's target_samples: what its requests ask for
+    keep: int = 0  # rows it may keep: what its leaf still needs when it starts (leaf-level targets); 0 = target
     calls: int = 0
+
+    @property
+    def keep_limit(self) -> int:
+        return max(self.keep, self.target)
 
     def next_seed(self) -> int:
         """`ctx.seed + k` for the k-th teacher call of the unit: distinct per call, same on a rerun."""
@@ -49,6 +54,11 @@ class RunState:
     def drop(self, block: str, reason: str, n: int = 1) -> None:
         if n > 0:
             self.result.dropped[f"{block}:{reason}"] += n
+
+    def drop_row(self, block: str, reason: str, row: Row) -> None:
+        """Count a dropped row and keep its public columns (no `_` scratch) for the audit files and report."""
+        self.drop(block, reason)
+        self.result.dropped_rows.append((f"{block}:{reason}", {k: v for k, v in row.items() if not k.startswith("_")}))
 
     def error(self, block: str, kind: str, message: str, retryable: bool = False) -> None:
         self.result.errors.append(RequestError(block, kind, message, retryable))

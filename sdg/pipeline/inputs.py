@@ -36,6 +36,9 @@ INPUT_COLUMNS: dict[str, frozenset[str]] = {
 }
 
 SCRATCH_PREFIX = "_"
+# The engine's column on a unit's row: how many rows the unit may keep (its leaf's remaining need when it
+# starts; a scratch column, so it never reaches an output row). `cap: target_samples` blocks keep up to it.
+LEAF_NEED = "_leaf_need"
 
 
 def is_scratch(column: str) -> bool:

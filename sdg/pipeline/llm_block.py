@@ -2,14 +2,16 @@
 
 Every request that yields nothing is counted with its reason (`empty_reply`, `unparseable`,
 `truncated`, `request_failed:<kind>`), so a unit's drop counts explain where its samples went. A
-judge is this block with a score parser (`score`, `yes_no`) followed by a `filter`.
+judge is this block with a score parser (`score`, `yes_no`) followed by a `filter`: it asks the run's
+judge (a separate model when `judge=` is set) and, where that server constrains replies to a JSON
+schema, asks for `{"score": N}` with N limited to the valid scores, so every verdict parses.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from sdg.errors import ConfigError
 from sdg.pipeline.blocks import SEED_MASK, BindEnv, Block, Bound, RunState, need_columns, register_block
@@ -19,6 +21,7 @@ from sdg.pipeline.types import Row
 
 TARGET = "target_samples"  # `num_samples`/`cap` value meaning "this unit's target_samples"
 NUM_SAMPLES = "num_samples"  # the placeholder a prompt uses for "how many to write in this reply"
+JUDGE_PARSERS = ("score", "yes_no")  # a block with one of these is a judge unless its YAML says `role`
 
 
 @dataclass
@@ -44,10 +47,13 @@ class LLMBlock(Block):
     outputs: dict[str, str] | None = None  # parser field -> column; default: same names
     num_samples: int | Literal["target_samples"] = 1  # samples to ask for per input row
     samples_per_call: int | None = None  # split num_samples over several calls of at most this many
-    cap: int | Literal["target_samples"] | None = None  # keep at most this many per input row; default num_samples
+    # keep at most this many per input row; default num_samples. target_samples: what the unit's leaf still
+    # needs when the unit starts (at least the unit's target), so extras count toward the leaf
+    cap: int | Literal["target_samples"] | None = None
     stop: list[str] | None = None
     valid_range: list[int] | None = None  # [lo, hi] for score parsers: other scores count as out_of_range
     count_generated: bool = False  # this block's parsed items are the unit's raw samples (UnitResult.generated)
+    role: Optional[Literal["generate", "judge"]] = None  # who answers; None = judge for score parsers
     _prompt: PromptFile | None = field(default=None, init=False, repr=False)
     _parser: ParserSpec | None = field(default=None, init=False, repr=False)
 
@@ -79,6 +85,23 @@ class LLMBlock(Block):
                               f"{', '.join(spec.fields)}")
         if self.valid_range is not None and spec.fields != ("score",):
             raise ConfigError(f"{where}: valid_range only applies to score parsers (score, yes_no)")
+        if self.role == "judge" and self.parser not in JUDGE_PARSERS:
+            raise ConfigError(f"{where}: role judge needs a score parser ({', '.join(JUDGE_PARSERS)}), got "
+                              f"'{self.parser}'")
+
+    @property
+    def is_judge(self) -> bool:
+        return self.role == "judge" or (self.role is None and self.parser in JUDGE_PARSERS)
+
+    def verdict_format(self) -> dict[str, Any]:
+        """The OpenAI `response_format` of a structured verdict: `{"score": N}`, N one of the valid scores."""
+        score: dict[str, Any] = {"type": "integer"}
+        if self.valid_range is not None:
+            score["enum"] = list(range(self.valid_range[0], self.valid_range[1] + 1))
+        elif self.parser == "yes_no":
+            score["enum"] = [0, 1]
+        schema = {"type": "object", "properties": {"score": score}, "required": ["score"], "additionalProperties": False}
+        return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
 
     @property
     def output_map(self) -> dict[str, str]:
@@ -137,7 +160,8 @@ class LLMBlock(Block):
                 state.drop(self.name, reply.reason)
             by_row.setdefault(i, []).extend(reply.items)
         out: list[Row] = []
-        keep = self.kept(state.target)
+        # cap target_samples: keep what the unit's leaf still needs (extras a model writes count there)
+        keep = state.keep_limit if self.cap == TARGET else self.kept(state.target)
         mapping = self.output_map
         for i, row in enumerate(rows):
             items = by_row.get(i, [])
@@ -152,15 +176,24 @@ class LLMBlock(Block):
     async def _ask(self, messages: list[dict], seed: int, state: RunState) -> _Reply:
         assert self._parser is not None
         try:
-            extra = {} if self.top_p is None else {"top_p": self.top_p}
-            res = await state.ctx.chat(messages, max_tokens=self.max_tokens, temperature=self.temperature,
-                                       seed=seed, stop=self.stop, **extra)
+            extra: dict[str, Any] = {} if self.top_p is None else {"top_p": self.top_p}
+            chat, judge = state.ctx.chat, state.ctx.judge
+            if self.is_judge and judge is not None:
+                chat = judge.chat
+                if await judge.structured():
+                    extra["response_format"] = self.verdict_format()
+                    state.result.structured_requests += 1
+            res = await chat(messages, max_tokens=self.max_tokens, temperature=self.temperature,
+                             seed=seed, stop=self.stop, **extra)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the contract says chat never raises; a bad one must not end the unit
             res = _Failure("exception", f"{type(e).__name__}: {e}")
         result = state.result
         result.requests += 1
+        endpoint = getattr(res, "endpoint", "")
+        if isinstance(endpoint, str) and endpoint:
+            result.servers[endpoint] += 1
         result.prompt_tokens += _int(getattr(res, "prompt_tokens", 0))
         result.completion_tokens += _int(getattr(res, "completion_tokens", 0))
         if not getattr(res, "ok", False):

@@ -518,9 +518,25 @@ def _int(s: str) -> int | None:
     return int(v) if v == int(v) else None
 
 
+_JSON_SCORE = re.compile(r'^\s*\{\s*"(?:score|verdict)"\s*:\s*("?)(-?\d+|yes|no|true|false)\1\s*[,}]', re.I)
+
+
+def _structured(text: str) -> int | None:
+    """A structured verdict, `{"score": N, ...}` (the JSON a schema-constrained judge writes)."""
+    m = _JSON_SCORE.match(text)
+    if m is None:
+        return None
+    v = m.group(2).lower()
+    return _YES[v] if v in _YES else _int(v)
+
+
 @_safe(None)
 def score(text: str) -> int | None:
-    """An integer score: the last `Score: N` / `[Score] N` / `rating: N/M`, else a bare number ending the reply."""
+    """An integer score: `{"score": N}` (a structured verdict), the last `Score: N` / `[Score] N` /
+    `rating: N/M`, else a bare number ending the reply."""
+    structured = _structured(text)
+    if structured is not None:
+        return structured
     text = _END_INLINE.sub(" ", text)
     labelled = list(_SCORE.finditer(text))
     if labelled:
@@ -542,7 +558,11 @@ _FIRST_WORD = re.compile(r"^[\W_]*(yes|no|true|false|correct|incorrect|supported
 
 @_safe(None)
 def yes_no(text: str) -> int | None:
-    """A binary verdict, 1 or 0: `Score: 1`/`Score: 0`, `Verdict: yes`, or a reply that starts (or ends) with yes/no."""
+    """A binary verdict, 1 or 0: `{"score": 1}` (structured), `Score: 1`/`Score: 0`, `Verdict: yes`, or a reply
+    that starts (or ends) with yes/no."""
+    structured = _structured(text)
+    if structured in (0, 1):
+        return structured
     text = _END_INLINE.sub(" ", text)
     labelled = [_int(m.group(1)) for m in _SCORE.finditer(text)]
     labelled = [v for v in labelled if v in (0, 1)]

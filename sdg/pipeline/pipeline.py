@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdg.pipeline.blocks import Block, Bound, RunState
-from sdg.pipeline.inputs import SCRATCH_PREFIX
+from sdg.pipeline.inputs import LEAF_NEED, SCRATCH_PREFIX
 from sdg.pipeline.types import RequestError, Row, UnitContext, UnitResult
 
 
@@ -46,7 +46,8 @@ class Pipeline:
             result.errors.append(RequestError("pipeline", "bad_row",
                                               f"target_samples must be an int >= 1, got {target!r}"))
             return result
-        state = RunState(ctx, result, target)
+        need = row.get(LEAF_NEED)  # set by the engine: what the unit's leaf still needs (extras count there)
+        state = RunState(ctx, result, target, keep=need if isinstance(need, int) and not isinstance(need, bool) else 0)
         rows: list[Row] = [dict(row)]
         for block in self.blocks:
             if not rows:
@@ -59,9 +60,10 @@ class Pipeline:
                 result.errors.append(RequestError(block.name, "block_error", f"{type(e).__name__}: {e}"))
                 state.drop(block.name, "block_error", len(rows))
                 rows = []
-        if len(rows) > target:
-            state.drop("pipeline", "over_target", len(rows) - target)
-            rows = rows[:target]
+        limit = state.keep_limit
+        if len(rows) > limit:
+            state.drop("pipeline", "over_target", len(rows) - limit)
+            rows = rows[:limit]
         result.rows = [{k: v for k, v in r.items() if not k.startswith(SCRATCH_PREFIX)} for r in rows]
         return result
 

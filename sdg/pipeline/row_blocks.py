@@ -51,7 +51,7 @@ class FilterBlock(Block):
             if ok:
                 kept.append(row)
             else:
-                state.drop(self.name, self.reason if v is not None else "missing_value")
+                state.drop_row(self.name, self.reason if v is not None else "missing_value", row)
         return kept
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import httpx
 
-from sdg.teacher.server_base import ServedEndpoint, ServerState, TeacherServer
+from sdg.teacher.server_base import ServedEndpoint, ServerState, TeacherServer, free_port
 
 API_KEY_ENV = "SDG_TEACHER_API_KEY"
 _LISTENING = re.compile(r"^SDG_LISTENING (\S+)", re.M)
@@ -45,8 +45,25 @@ class LlamaCppServer(TeacherServer):
         return f"{m.group(1).rstrip('/')}/v1" if m else None
 
 
+# vLLM takes VLLM_PORT for torch.distributed's store and scans upward from it for any further port it needs;
+# the store's bind failing shows as torch's DistNetworkError (older torch: a RuntimeError, same text).
+DIST_PORT_SPAN = 8
+_DIST_CLASH = re.compile(r"(?:DistNetworkError|server socket has failed to (?:listen|bind))[^\n]*?"
+                         r"(?:EADDRINUSE|address already in use|errno: 98)", re.I)
+
+
+def dist_port_clash(log: str) -> bool:
+    """The log shows torch.distributed's store failing to bind its port (VLLM_PORT or one above it), as
+    opposed to the HTTP server's bind (`OSError: [Errno 98] Address already in use`)."""
+    return _DIST_CLASH.search(log) is not None
+
+
 class VllmServer(TeacherServer):
-    """vLLM's OpenAI server on the GPUs of one replica, tensor parallel across them."""
+    """vLLM's OpenAI server on the GPUs of one replica, tensor parallel across them.
+
+    Two ports are ours: the HTTP port (teacher.port=0) and VLLM_PORT (`dist_port`; None = picked at launch,
+    DIST_PORT_SPAN free ports from it). A start that loses either to another process is relaunched on new
+    ones (TeacherServer.wait_ready)."""
 
     backend = "vllm"
 
@@ -60,6 +77,20 @@ class VllmServer(TeacherServer):
         self.extra_args, self.vllm_env, self.max_num_seqs = list(extra_args), dict(vllm_env or {}), max_num_seqs
         self.dist_port = dist_port
         self.chat_template = chat_template  # a Jinja file; None = the model's own (tokenizer_config.json)
+
+    def choose_ports(self) -> None:
+        super().choose_ports()
+        if self.dist_port is None:
+            self.dist_port = free_port(span=DIST_PORT_SPAN, avoid={self.port})
+
+    def repick_ports(self, log: str) -> bool:
+        """A clash on VLLM_PORT: always pick another (it is sdg's choice, never the user's); on the HTTP port:
+        when teacher.port left it to us. Both are picked anew when they may be."""
+        http = super().repick_ports(log)
+        dist = dist_port_clash(log)
+        if http or dist:
+            self.dist_port = None  # choose_ports() picks it again
+        return http or dist
 
     def command(self) -> list[str]:
         argv = [*self.launcher, "--model", self.model_path, "--served-model-name", self.model_name,

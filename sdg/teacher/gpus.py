@@ -94,3 +94,18 @@ def node_plan(teacher: Any, gpus: Sequence[str], source: str = "") -> NodePlan:
         return NodePlan(tuple(gpus), tp, (Replica(0, ()),), False)
     replicas = plan_replicas(gpus, tp, teacher.replicas, source, cpu_ok=not gpus)
     return NodePlan(tuple(gpus), tp, replicas, stand_in)
+
+
+def split_judge_gpus(judge: Any, gpus: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the judge's GPUs, the teacher's) on one node: a vLLM judge takes replicas x tensor parallel GPUs
+    (one replica when unset) from the end of the node's list; a llama.cpp judge runs on the CPU and an
+    endpoint needs none. The teacher plans over what is left."""
+    gpus = tuple(gpus)
+    if judge is None or judge.backend != "vllm" or not gpus:
+        return (), gpus
+    need = judge.tensor_parallel_size * (judge.replicas or 1)
+    if need >= len(gpus):
+        raise GpuPlanError(f"the judge needs {need} GPU(s) (judge.replicas x judge.tensor_parallel_size) and the "
+                           f"teacher at least one more, but this node has {len(gpus)}: request more GPUs "
+                           "(cluster.gpus_per_node) or use a judge endpoint (judge=endpoint)")
+    return gpus[-need:], gpus[:-need]

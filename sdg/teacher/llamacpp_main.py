@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
     params.n_gpu_layers = args.gpu_layers
+    params.endpoint_metrics = True  # /metrics: requests and tokens per server (behind the API key when set)
     params.hostnames = [args.host]
     params.port = args.port
     if args.alias:

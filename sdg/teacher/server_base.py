@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import enum
 import os
+import random
 import re
 import signal
 import socket
@@ -22,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Collection, Mapping, Sequence
 
 import httpx
 
@@ -31,8 +32,9 @@ from sdg.teacher.client import SYSTEM_PROMPT_MODES, shape_messages
 
 STOP_GRACE_S = 15.0
 PORT_IN_USE = "its port is already in use"
-PORT_RETRIES = 3
+PORT_RETRIES = 4  # starts in all when the ports we picked are taken before the server binds them
 LOG_TAIL_LINES = 25
+HEALTH_TIMEOUT_S = 10.0  # one health check (a socket that accepts and never answers is not a server yet)
 # The readiness probe has the shape of every generation request: a system message and a user message,
 # shaped by teacher.system_prompt_mode as the client shapes them.
 PROBE_MESSAGES = ({"role": "system", "content": "You are a careful assistant."}, {"role": "user", "content": "Say OK."})
@@ -75,12 +77,55 @@ def fatal_reason(log: str) -> str | None:
     return None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free now on this node (bind to port 0, read it, release it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+# Ports sdg picks for servers come from outside the kernel's ephemeral range (ip_local_port_range): the
+# kernel hands those out to every bind(0) and outgoing connect() on the node (vLLM's own helpers, Ray,
+# NCCL, clients), so a port picked there and released can be taken before the server binds it. Outside it,
+# only another explicit pick can collide, and the start retries on a clash (TeacherServer.wait_ready).
+PICK_FLOOR = 20000  # below: well-known services, Ray's default worker ports (10002-19999)
+_PICK_ATTEMPTS = 200
+
+
+def _pick_ranges() -> list[range]:
+    """Port ranges outside the ephemeral range (at least 1000 ports), or [] to let the kernel choose."""
+    try:
+        lo, hi = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2])
+    except (OSError, ValueError):
+        return []
+    ranges = [r for r in (range(PICK_FLOOR, lo), range(max(hi + 1, PICK_FLOOR), 65536)) if len(r) > 0]
+    return ranges if sum(len(r) for r in ranges) >= 1000 else []
+
+
+def _bindable(family: int, port: int) -> bool:
+    """Nothing on this node holds `port` (on any address): a plain bind to the wildcard address works."""
     with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host: str = "127.0.0.1", *, span: int = 1, avoid: Collection[int] = ()) -> int:
+    """A port free on this node now (with the next `span - 1` ones free too: vLLM takes VLLM_PORT and scans
+    upward from it for more), outside the kernel's ephemeral range where the node leaves room for that, and
+    none of `avoid`. The port is released again: a server can still lose it (see wait_ready)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ranges = [r for r in _pick_ranges() if len(r) > span]
+    rng = random.SystemRandom()
+    for _ in range(_PICK_ATTEMPTS if ranges else 0):
+        r = rng.choice(ranges)
+        start = rng.randrange(r.start, r.stop - span + 1)
+        block = range(start, start + span)
+        if not any(p in avoid for p in block) and all(_bindable(family, p) for p in block):
+            return start
+    for _ in range(_PICK_ATTEMPTS):  # the kernel's choice (the ephemeral range fills the whole port space)
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            start = int(s.getsockname()[1])
+        block = range(start, start + span)
+        if block.stop <= 65536 and not any(p in avoid for p in block) and all(_bindable(family, p) for p in block[1:]):
+            return start
+    raise OSError(f"no {span} free consecutive port(s) on this node")
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
@@ -152,7 +197,7 @@ class TeacherServer(ABC):
         """The server's own health check (not a completion)."""
         root = self.base_url.rsplit("/v1", 1)[0] if self.base_url else ""
         try:
-            return client.get(f"{root}/health", headers=self._headers()).status_code == 200
+            return client.get(f"{root}/health", headers=self._headers(), timeout=HEALTH_TIMEOUT_S).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -160,11 +205,20 @@ class TeacherServer(ABC):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def launch(self) -> None:
-        """Start the process (non-blocking)."""
+    def choose_ports(self) -> None:
+        """Pick the ports of the next launch that are ours to pick (teacher.port=0: the HTTP port)."""
         if self.needs_port and (not self.port or self._auto_port):
             self.port = free_port(self.host)
             self._auto_port = True
+
+    def repick_ports(self, log: str) -> bool:
+        """After a start failed on a port in use (`log`: that start's log): let the next launch pick new
+        ports; False when the clash is on a port that is not ours to change (a fixed teacher.port)."""
+        return self._auto_port  # choose_ports() picks the HTTP port again
+
+    def launch(self) -> None:
+        """Start the process (non-blocking)."""
+        self.choose_ports()
         if self.needs_port:
             self.base_url = f"http://{_url_host(self.host)}:{self.port}/v1"
         argv = self.command()
@@ -209,13 +263,14 @@ class TeacherServer(ABC):
     def wait_ready(self) -> ServedEndpoint:
         """Block until ready or raise TeacherStartError (the process is stopped then).
 
-        A port we picked can be taken by someone else before the server binds it: then pick again.
+        A port we picked (the HTTP port, vLLM's VLLM_PORT) can be taken by someone else before the server
+        binds it: when its log says so, relaunch at once on newly picked ports, at most PORT_RETRIES starts.
         """
         for attempt in range(PORT_RETRIES):
             try:
                 return self._wait_ready()
             except TeacherStartError as exc:
-                if not (self._auto_port and exc.reason == PORT_IN_USE and attempt + 1 < PORT_RETRIES):
+                if not (exc.reason == PORT_IN_USE and attempt + 1 < PORT_RETRIES and self.repick_ports(self._new_log())):
                     raise
                 self.launch()
         raise AssertionError("unreachable")
@@ -242,11 +297,13 @@ class TeacherServer(ABC):
                 delay = min(delay * 1.5, 2.0)
             while self.state is ServerState.PROBING:
                 problem = self.probe(client)
+                if self.proc is not None and self.proc.poll() is not None:
+                    # whatever answered was not our server (its port was taken: the log says so) or it died since
+                    raise self._fail(fatal_reason(self._new_log()) or f"the process exited with code "
+                                     f"{self.proc.returncode} during the first completion")
                 if problem is None:
                     self.state = ServerState.READY
                     break
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise self._fail(f"the process exited with code {self.proc.returncode} during the first completion")
                 if time.monotonic() > deadline:
                     raise self._fail(f"healthy but a one-token completion failed: {problem}")
                 time.sleep(1.0)

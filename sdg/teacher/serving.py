@@ -19,7 +19,7 @@ from sdg.config.schema import TeacherConfig
 from sdg.errors import ConfigError, Interrupted, TeacherStartError, UsageError
 from sdg.teacher.backends import EndpointServer, LlamaCppServer, VllmServer
 from sdg.teacher.gpus import NodePlan, node_plan, visible_gpus
-from sdg.teacher.server_base import ServedEndpoint, TeacherServer, free_port
+from sdg.teacher.server_base import ServedEndpoint, TeacherServer
 
 BACKENDS = ("llama-cpp", "vllm", "endpoint")
 ENDPOINT_PROBE_TIMEOUT_S = 60.0
@@ -88,7 +88,7 @@ def build_servers(cfg: TeacherConfig, *, env: Mapping[str, str] | None = None, e
         servers.append(VllmServer(model_path=str(model), command=cfg.vllm.command, tensor_parallel_size=cfg.tensor_parallel_size,
                                   context_length=cfg.context_length, extra_args=[*cfg.vllm.args, *extra_args],
                                   vllm_env=dict(cfg.vllm.env), max_num_seqs=cfg.vllm.max_num_seqs,
-                                  dist_port=free_port(), gpus=r.gpus, port=port, chat_template=template_file,
+                                  dist_port=None, gpus=r.gpus, port=port, chat_template=template_file,
                                   log_path=logs / f"{cfg.name}-vllm-{r.index}.log", **common))  # type: ignore[arg-type]
     return servers
 

@@ -1,0 +1,227 @@
+"""Leaf-level targets: a leaf's units share the leaf's target, so no valid sample is thrown away while its
+leaf still needs samples, and a leaf that has what it needs asks for nothing more.
+
+- A unit may keep what its leaf still needs when it starts (`_leaf_need` on its row; `cap: target_samples`
+  blocks keep up to it): the 3 pairs a model writes when asked for 1 all count.
+- Units go out in waves: a leaf sends another unit only while what its units in flight are expected to keep
+  (samples asked x the leaf's yield so far: kept per sample asked) is short of its need. Before any unit of the
+  leaf finished, the run's yield so far is used, and before any unit at all a first wave of a quarter of the
+  leaf's units. Other leaves keep the teacher busy meanwhile.
+- A leaf whose need is met sends none of its remaining units (they are "not needed": a resume recomputes the
+  same from the journals, so they are never sent later either).
+- A leaf still short when its planned units ran (judges and the quality check dropped too much) gets top-up
+  units (`LeafPlan.unit_at` past the plan), until it asked for `pipeline.max_overgeneration` x its target in all.
+- What counts as kept while the run goes is what the streaming quality check keeps (`QualityStage`, fed in
+  completion order); the final decision is finish()'s, in plan order (sdg.output.quality_pass), which also
+  keeps at most the target per leaf, in unit order.
+
+`LeafScheduler` is synchronous and pure (no I/O): the local engine's workers and the Ray executor's driver
+take units from it and report what each unit kept.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from sdg.engine.plan import MIN_SPAN, Plan, Unit, leaf_weight
+from sdg.pipeline.inputs import LEAF_NEED
+
+FIRST_WAVE = 0.25  # share of a leaf's planned units sent before any yield is known
+
+
+@dataclass
+class LeafLedger:
+    """One leaf's account while the run goes."""
+
+    index: int  # into plan.leaves
+    leaf_id: str
+    target: int
+    planned: int  # planned units
+    budget: float  # samples it may ask for in all (max_overgeneration x target)
+    kept: int = 0
+    asked: int = 0  # samples asked for by units sent (this run) or done (resumed)
+    done_asked: int = 0  # of those, by units that finished (the yield's denominator)
+    done_kept: int = 0
+    in_flight: dict[str, int] = field(default_factory=dict)  # unit id -> samples asked
+    next_index: int = 0  # the next unit index (LeafPlan.unit_at) to consider
+    sent: int = 0  # units sent this run
+    not_needed: int = 0  # planned units never sent because the leaf had what it needed
+    topups: int = 0  # top-up units sent
+
+    @property
+    def need(self) -> int:
+        return max(0, self.target - self.kept)
+
+    def yield_or(self, prior: float | None) -> float | None:
+        return self.done_kept / self.done_asked if self.done_asked else prior
+
+
+class LeafScheduler:
+    """Which unit goes next (see the module docstring). `take()` returns a unit (its row carries `_leaf_need`)
+    or None when nothing may go until a unit finishes; `finished` says when nothing will go any more."""
+
+    def __init__(self, plan: Plan, done: Mapping[str, set[str]], *, max_overgeneration: float = 3.0,
+                 quality: Any = None) -> None:
+        self.plan = plan
+        self._done = done
+        self._quality = quality  # a QualityStage: what it drops does not count as kept
+        self.leaves: list[LeafLedger] = []
+        self._heap: list[tuple[float, int]] = []
+        self._parked: set[int] = set()  # leaves waiting for a unit of theirs to finish
+        weights = [leaf_weight(lp) for lp in plan.leaves]
+        lightest = min(weights, default=1.0)
+        self._span = [max(MIN_SPAN, lightest / w) for w in weights]
+        for i, lp in enumerate(plan.leaves):
+            self.leaves.append(LeafLedger(i, lp.leaf.id, lp.target_samples, lp.units,
+                                          max(1.0, max_overgeneration) * lp.target_samples))
+            self._heap.append((0.0, i))
+        heapq.heapify(self._heap)
+        self._run_kept = self._run_asked = 0
+
+    # -- what the journals already hold (a resume) -----------------------------------------------------
+
+    def resumed(self, leaf_id: str, unit: Unit, rows: Iterable[dict]) -> None:
+        """A unit found done in the journals: its rows count (through the quality check, in plan order)."""
+        led = self.leaves[self._index(leaf_id)]
+        kept = self._count(leaf_id, rows)
+        led.kept += kept
+        led.asked += unit.target
+        led.done_asked += unit.target
+        led.done_kept += kept
+
+    # -- the engine's side -----------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return not self._heap and not any(led.in_flight for led in self.leaves)
+
+    def take(self) -> Unit | None:
+        while self._heap:
+            key, i = self._heap[0]
+            led = self.leaves[i]
+            if led.need <= 0:
+                heapq.heappop(self._heap)
+                led.not_needed += max(0, led.planned - led.next_index)
+                led.next_index = max(led.next_index, led.planned)
+                continue
+            if not self._may_send(led):
+                heapq.heappop(self._heap)
+                if led.in_flight:
+                    self._parked.add(i)  # back in the heap when one of its units finishes
+                continue  # nothing in flight and nothing allowed: the leaf stops short (budget spent)
+            unit = self._next_unit(led)
+            if unit is None:
+                heapq.heappop(self._heap)
+                if led.in_flight:
+                    self._parked.add(i)
+                continue
+            ask = min(unit.target, led.need)
+            row = {**unit.row, "target_samples": ask, LEAF_NEED: led.need}
+            unit = Unit(unit.id, unit.leaf_id, unit.input_index, unit.share_index, ask, unit.seed, row)
+            led.in_flight[unit.id] = ask
+            led.asked += ask
+            led.sent += 1
+            n = max(1, led.planned)
+            heapq.heapreplace(self._heap, ((led.next_index / n) * self._span[i], i))
+            return unit
+        return None
+
+    def finish(self, unit: Unit, rows: Iterable[dict], failed: bool) -> int:
+        """A unit ran; what it kept counts toward its leaf (a failed unit's rows are redone later, not counted).
+        Returns the rows counted."""
+        i = self._index(unit.leaf_id)
+        led = self.leaves[i]
+        asked = led.in_flight.pop(unit.id, unit.target)
+        kept = 0 if failed else self._count(unit.leaf_id, rows)
+        led.kept += kept
+        if not failed:
+            led.done_asked += asked
+            led.done_kept += kept
+            self._run_asked += asked
+            self._run_kept += kept
+        else:
+            led.asked -= asked  # the unit will be asked again by the next run
+        if i in self._parked:
+            self._parked.discard(i)
+            heapq.heappush(self._heap, (-1.0, i))  # it waited: it goes first
+        return kept
+
+    def shortfalls(self) -> dict[str, tuple[int, int, str]]:
+        """Leaves that stopped short: leaf id -> (kept, target, why)."""
+        out = {}
+        for led in self.leaves:
+            if led.kept < led.target:
+                why = (f"asked for {led.asked} samples, pipeline.max_overgeneration allows {led.budget:g}"
+                       if led.asked + 1 > led.budget else "units failed or were not run")
+                out[led.leaf_id] = (led.kept, led.target, why)
+        return out
+
+    def count_into(self, stats: Any) -> None:
+        """The plan-level outcome into a RunStats: units not needed and top-up units."""
+        stats.units_not_needed = sum(led.not_needed for led in self.leaves)
+        stats.units_topup = sum(led.topups for led in self.leaves)
+
+    def is_topup(self, unit: Unit) -> bool:
+        return unit.share_index >= len(self.plan.leaves[self._index(unit.leaf_id)].shares)
+
+    # -- inside ----------------------------------------------------------------------------------------
+
+    def _index(self, leaf_id: str) -> int:
+        if not hasattr(self, "_by_id"):
+            self._by_id = {led.leaf_id: led.index for led in self.leaves}
+        return self._by_id[leaf_id]
+
+    def _count(self, leaf_id: str, rows: Iterable[dict]) -> int:
+        if self._quality is None:
+            return sum(1 for _ in rows)
+        return sum(1 for row in rows if self._quality.offer(leaf_id, row) is None)
+
+    def _may_send(self, led: LeafLedger) -> bool:
+        """Another unit of this leaf may go: its in-flight units are not expected to fill its need, and it
+        has budget left."""
+        if led.asked + 1 > led.budget:
+            return False
+        asked = sum(led.in_flight.values())
+        if not asked:
+            return True
+        prior = self._run_kept / self._run_asked if self._run_asked else None
+        y = led.yield_or(prior)
+        if y is None:  # nothing known yet: a first wave of a quarter of the leaf's units
+            return len(led.in_flight) < max(1, math.ceil(FIRST_WAVE * led.planned))
+        return asked * y < led.need
+
+    def _next_unit(self, led: LeafLedger) -> Unit | None:
+        """The leaf's next unit not done already (planned first, then top-ups while the budget lasts)."""
+        lp = self.plan.leaves[led.index]
+        done = self._done.get(led.leaf_id, set())
+        while True:
+            index = led.next_index
+            if index >= led.planned:
+                if not lp.inputs or led.in_flight:
+                    return None  # top-ups only once the planned units are back: their yield decides
+                unit = lp.unit_at(index, self.plan.seed)
+                if led.asked + min(unit.target, led.need) > led.budget:
+                    return None
+                led.topups += 1
+            else:
+                unit = lp.unit_at(index, self.plan.seed)
+            led.next_index += 1
+            if unit.id not in done:
+                return unit
+
+
+def scheduler_for(plan: Plan, done: Mapping[str, set[str]], journals: Any, *, max_overgeneration: float,
+                  quality: Any = None) -> LeafScheduler:
+    """A scheduler that knows what the journals hold: every done unit counted in the leaf's order, its rows
+    through `quality` (a QualityStage, or None)."""
+    sched = LeafScheduler(plan, done, max_overgeneration=max_overgeneration, quality=quality)
+    for lp in plan.leaves:
+        ids = done.get(lp.leaf.id, set())
+        if ids:
+            records = {r.unit: r for r in journals.load(lp.leaf.name) if r.status == "done"}
+            for unit in lp.journaled_units(plan.seed, records):
+                sched.resumed(lp.leaf.id, unit, records[unit.id].rows)
+    return sched

@@ -1,0 +1,140 @@
+"""Leaf-level targets (sdg/engine/leaf_targets.py): extras count toward the leaf, a full leaf sends nothing
+more, a leaf short after its filters gets top-ups within pipeline.max_overgeneration, and a resume reaches
+the same units and the same kept count. The scheduler is pure: these drive it with replies that are a
+function of the unit, one unit at a time (as one worker would), then a real run over HTTP."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import pytest
+
+from sdg.engine.leaf_targets import LeafScheduler, scheduler_for
+from sdg.engine.plan import LeafPlan, Plan, Unit
+from sdg.pipeline.inputs import LEAF_NEED
+
+
+def _plan(inputs: int, shares: tuple[int, ...], leaves: int = 1) -> Plan:
+    lps = tuple(LeafPlan(SimpleNamespace(id=f"leaf{k}", name=f"leaf{k}", kind="freeform_skill"), "freeform_skill",
+                         tuple({"seed_question": f"q{k}-{i}"} for i in range(inputs)), shares, f"fp{k}")
+                for k in range(leaves))
+    return Plan(lps, sum(shares), max(shares), 7)
+
+
+def _drive(sched: LeafScheduler, rows_for: Callable[[Unit], int], *, stop_after: int | None = None,
+           in_flight: int = 1) -> list[Unit]:
+    """Take and finish units like `in_flight` workers would (oldest finishes first); the units sent."""
+    sent: list[Unit] = []
+    running: list[Unit] = []
+    while True:
+        while len(running) < in_flight and (unit := sched.take()) is not None:
+            running.append(unit)
+            sent.append(unit)
+        if not running:
+            assert sched.finished
+            return sent
+        unit = running.pop(0)
+        n = min(rows_for(unit), unit.row[LEAF_NEED])  # a unit keeps at most what its leaf needs
+        sched.finish(unit, [{"question": f"{unit.id}-{k}", "response": "r"} for k in range(n)], False)
+        if stop_after is not None and len(sent) >= stop_after and not running:
+            return sent
+
+
+def test_extras_count_toward_the_leaf_and_a_full_leaf_sends_nothing_more() -> None:
+    plan = _plan(5, (2,))  # target 10 in 5 units of 2
+    sched = LeafScheduler(plan, {})
+    sent = _drive(sched, lambda u: 4, in_flight=2)  # every reply holds 4 usable samples, twice what was asked
+    led = sched.leaves[0]
+    # 2 units first (a quarter of 5, rounded up); after the first reply (yield 2 per sample asked) a third, which
+    # may keep the 6 still missing; once the second is back the in-flight third covers the rest: 2 never go
+    assert len(sent) == 3 and led.not_needed == 2 and led.topups == 0
+    assert [u.row[LEAF_NEED] for u in sent] == [10, 10, 6]
+    assert led.kept == 12  # 2 past the target (the third was in flight): finish keeps the first 10 in unit order
+
+
+def test_without_extras_every_planned_unit_runs_and_nothing_more() -> None:
+    plan = _plan(5, (2,))
+    sched = LeafScheduler(plan, {})
+    sent = _drive(sched, lambda u: u.target, in_flight=3)
+    assert len(sent) == 5 and sched.leaves[0].kept == 10 and sched.leaves[0].topups == 0
+
+
+def test_a_leaf_short_after_its_filters_gets_top_ups_within_the_budget() -> None:
+    plan = _plan(2, (2,))  # target 4 in 2 units
+    sched = LeafScheduler(plan, {}, max_overgeneration=3.0)
+    sent = _drive(sched, lambda u: 1)  # judges keep half of what is asked
+    led = sched.leaves[0]
+    assert led.kept == 4 and led.topups == 2 and len(sent) == 4
+    assert all(u.share_index >= 1 for u in sent[2:])  # top-ups have ids of their own, past the plan
+    assert len({u.id for u in sent}) == 4
+
+    sched = LeafScheduler(plan, {}, max_overgeneration=2.0)
+    sent = _drive(sched, lambda u: 0)  # nothing ever passes: stops at 2x the target asked, and says why
+    led = sched.leaves[0]
+    assert led.kept == 0 and led.asked <= 8 and len(sent) == 4
+    kept, target, why = sched.shortfalls()["leaf0"]
+    assert (kept, target) == (0, 4) and "max_overgeneration" in why
+
+
+@dataclass
+class _Journal:
+    """What a run journaled: done units' rows by leaf name (JournalStore.load's shape)."""
+
+    records: dict
+
+    def load(self, name: str) -> list:
+        return [SimpleNamespace(unit=uid, status="done", rows=rows) for uid, rows in self.records.get(name, {}).items()]
+
+
+def test_a_resumed_run_sends_the_same_units_and_keeps_the_same_count() -> None:
+    plan = _plan(6, (2, 1), leaves=2)
+    rows_for = lambda u: 1 + int(u.id[:2], 16) % 3  # noqa: E731 - a reply's usable samples: a function of the unit
+    whole = _drive(LeafScheduler(plan, {}), rows_for)
+
+    first = LeafScheduler(plan, {})
+    part = _drive(first, rows_for, stop_after=5)
+    journal = _Journal({})
+    for unit in part:
+        n = min(rows_for(unit), unit.row[LEAF_NEED])
+        journal.records.setdefault(plan.leaves[int(unit.leaf_id[-1])].leaf.name, {})[unit.id] = [{}] * n
+    done = {lp.leaf.id: set(journal.records.get(lp.leaf.name, {})) for lp in plan.leaves}
+    second = scheduler_for(plan, done, journal, max_overgeneration=3.0)
+    rest = _drive(second, rows_for)
+    # the same units of each leaf (the leaves' interleaving may differ), the same rows kept
+    assert sorted(u.id for u in part + rest) == sorted(u.id for u in whole) and not {u.id for u in part} & {
+        u.id for u in rest}
+    assert [led.kept for led in second.leaves] == [lp.target_samples for lp in plan.leaves]
+
+
+@pytest.mark.slow
+def test_a_real_run_keeps_its_target_with_fewer_requests(tmp_path: Path) -> None:
+    """The stand-in answers every request with 5 pairs: asked for 1 (scale 1), the old rule kept 1 and dropped 4
+    per unit; with leaf targets a leaf fills from its first units and sends no more."""
+    from sdg.config.compose import compose_config, to_object
+    from sdg.run import generate
+    from sdg.taxonomy.init import init_taxonomy
+    from tests.standin_teacher import DeterministicStandInTeacher
+
+    taxonomy = init_taxonomy(tmp_path / "taxonomy").path
+    results = {}
+    with DeterministicStandInTeacher() as url:
+        for on in (True, False):
+            cfg = to_object(compose_config([
+                f"taxonomy.path={taxonomy}", "pipeline.sdg_scale_factor=1", "taxonomy.documents.chunk_tokens=4000",
+                "teacher=endpoint", f"teacher.endpoint_url={url}", f"generate.output_dir={tmp_path / str(on)}",
+                "generate.progress=none", f"pipeline.leaf_targets={str(on).lower()}", "generate.max_concurrency=1"]))
+            result = generate(cfg, log=lambda m: None)
+            results[on] = json.loads((result.run_dir / "quality_report.json").read_text())
+    with_targets, without = results[True], results[False]
+    for lid, leaf in with_targets["leaves"].items():
+        old = without["leaves"][lid]
+        if old["kept"] == old["target"]:  # a leaf the old rule filled: the new one fills it with fewer requests
+            assert leaf["kept"] == leaf["target"], lid
+            assert leaf["requests"] < old["requests"], lid
+            assert not any(r.endswith("over_target") for r in leaf["dropped"]), leaf["dropped"]
+    assert with_targets["run"]["requests"] < without["run"]["requests"]
+    assert with_targets["run"]["kept"] >= without["run"]["kept"]
