@@ -34,7 +34,8 @@ from sdg.engine.rundir import RunDir, RunState, choose_run_dir, write_state
 from sdg.engine.stats import RunStats
 from sdg.errors import NothingToGenerate, SdgError, ValidationFailed
 from sdg.output.quality_pass import JournalRows, QualityPass, run_quality_pass
-from sdg.output.reports import LeafQuality, Manifest, ManifestCounts, ManifestLeaf, write_manifest, write_quality_report
+from sdg.output.reports import (LeafQuality, Manifest, ManifestCounts, ManifestLeaf, write_manifest,
+                                write_quality_report, yield_figures)
 from sdg.taxonomy.leaves import KnowledgeLeaf, Leaf, leaf_from, with_chunks
 
 Log = Callable[[str], None]
@@ -330,6 +331,14 @@ def finish(run: Run, *, log: Log = print) -> GenerateResult:
         why = ", ".join(f"{n} {r}" for r, n in sorted(q.dropped.items(), key=lambda kv: -kv[1])[:3]) or "no samples parsed"
         result.warnings.append(f"leaf {leaf_id} kept 0 of its {q.target} target samples ({why}): its training "
                                "data is empty; a stronger teacher (teacher=...) or the simple pipeline helps")
+    for leaf_id, q in quality.items():
+        if 0 < q.kept < q.target and q.failed_units == 0:
+            drops = {**q.dropped, **q.quality_dropped}
+            why = ", ".join(f"{n} {r}" for r, n in sorted(drops.items(), key=lambda kv: -kv[1])[:3]) or "few samples parsed"
+            more = (f" after {q.topup_units} top-up units (pipeline.max_overgeneration={cfg.pipeline.max_overgeneration:g} "
+                    "bounds them)" if cfg.pipeline.leaf_targets else " (pipeline.leaf_targets=true tops short leaves up)")
+            result.warnings.append(f"leaf {leaf_id} stopped short: kept {q.kept} of its {q.target} target samples"
+                                   f"{more}; most dropped: {why}")
     for set_name, n in qp.contamination.items():
         result.warnings.append(f"{n} generated rows overlapped the evaluation set {set_name} and were removed "
                                "(dropped_contaminated.jsonl)")
@@ -403,6 +412,9 @@ def _report_totals(run: Run, quality: Mapping[str, LeafQuality], qp: QualityPass
             "completion_tokens": completion, "elapsed_s": round(stats.elapsed_s, 3),
             "tokens_per_kept": round((prompt + completion) / kept, 1) if kept else None,
             "kept_per_1k_tokens": round(1000 * kept / (prompt + completion), 3) if prompt + completion else None,
+            **yield_figures(kept=kept, generated=sum(q.generated for q in quality.values()),
+                            requests=sum(q.requests for q in quality.values()), prompt_tokens=prompt,
+                            completion_tokens=completion),
             "quality_dropped": _quality_totals(quality)["dropped"], "contamination": dict(qp.contamination),
             "dropped_files": {f"dropped_{k}.jsonl": n for k, n in sorted(qp.dropped_files.items())}}
 
@@ -443,4 +455,7 @@ def _manifest(run: Run, quality: Mapping[str, LeafQuality]) -> Manifest:
                       "served_model_name": cfg.judge.served_model_name, "endpoint_url": cfg.judge.endpoint_url,
                       "structured_output": cfg.judge.structured_output}) if cfg.judge is not None else {},
         servers=dict(sorted(stats.servers.items())), structured_verdicts=stats.structured_requests,
+        yield_figures=yield_figures(kept=sum(q.kept for q in quality.values()), generated=sum(q.generated for q in quality.values()),
+                             requests=stats.requests, prompt_tokens=stats.prompt_tokens,
+                             completion_tokens=stats.completion_tokens, cached_tokens=stats.cached_tokens),
         quality=_quality_totals(quality))

@@ -58,7 +58,8 @@ def test_judge_failures_leave_the_unit_failed_and_a_rerun_redoes_it(tmp_path: Pa
     """full pipeline: generation works, every judge request fails (503, retried, then given up). The units
     must be journaled failed (not done with 0 rows), the run incomplete (exit 1); the same command against
     a healthy teacher redoes exactly those units."""
-    args = ("--pipeline", "full", "teacher.max_retries=1", "--max-concurrency", "4")
+    # every planned unit runs (pipeline.leaf_targets=false): this is about failed units being redone, not targets
+    args = ("--pipeline", "full", "teacher.max_retries=1", "--max-concurrency", "4", "pipeline.leaf_targets=false")
     with DeterministicStandInTeacher(mode="fail_judges") as url, DeterministicStandInTeacher() as good:
         r = _generate(tmp_path, taxonomy, url, *args)
         judged = DeterministicStandInTeacher  # for the message below
@@ -69,7 +70,7 @@ def test_judge_failures_leave_the_unit_failed_and_a_rerun_redoes_it(tmp_path: Pa
         assert failed, f"no unit failed although every judge request did: {first}"
         assert json.loads((run / "run.json").read_text())["status"] == "incomplete"
         quality = json.loads((run / "quality_report.json").read_text())
-        assert sum(q["failed_units"] for q in quality.values()) == len(failed)
+        assert sum(q["failed_units"] for q in quality["leaves"].values()) == len(failed)
         r2 = _generate(tmp_path, taxonomy, good, *args)
     assert f"resuming run {run}" in r2.stderr, r2.stderr
     second = _journal(run)

@@ -100,9 +100,11 @@ def test_generate_all_leaf_kinds(tmp_path: Path, taxonomy: Path, teacher, pipeli
         else:
             assert (nodes / f"{leaf['name']}.jsonl").is_file()
     quality = json.loads((run / "quality_report.json").read_text())
-    for q in quality.values():
-        assert q["kept"] <= q["target"] and q["requests"] >= q["units"]
-        assert q["generated"] >= q["kept"]
+    assert quality["format"] == 2 and quality["run"]["kept"] == counts["kept"]
+    for q in quality["leaves"].values():  # a leaf keeps at most its target; every unit it ran asked the teacher
+        assert q["kept"] <= q["target"] and q["requests"] > 0
+        assert q["generated"] >= q["kept"] and q["funnel"][-1] == ["kept", q["kept"]]
+    assert (run / "quality_report.html").is_file() and str(run / "quality_report.html") in r.stderr
     for name in (f"knowledge_train_msgs_{stamp}.jsonl", f"skills_train_msgs_{stamp}.jsonl"):
         if (run / name).exists():
             _check_training_file(run / name)

@@ -50,6 +50,7 @@ class LeafLedger:
     sent: int = 0  # units sent this run
     not_needed: int = 0  # planned units never sent because the leaf had what it needed
     topups: int = 0  # top-up units sent
+    failed: int = 0  # units that failed this run (teacher errors): no top-ups for the leaf, the next run redoes them
 
     @property
     def need(self) -> int:
@@ -80,6 +81,7 @@ class LeafScheduler:
             self._heap.append((0.0, i))
         heapq.heapify(self._heap)
         self._run_kept = self._run_asked = 0
+        self.skipped: list[tuple[str, int]] = []  # (leaf id, units not needed) since the caller last drained it
 
     # -- what the journals already hold (a resume) -----------------------------------------------------
 
@@ -104,8 +106,11 @@ class LeafScheduler:
             led = self.leaves[i]
             if led.need <= 0:
                 heapq.heappop(self._heap)
-                led.not_needed += max(0, led.planned - led.next_index)
+                skipped = max(0, led.planned - led.next_index)
+                led.not_needed += skipped
                 led.next_index = max(led.next_index, led.planned)
+                if skipped:
+                    self.skipped.append((led.leaf_id, skipped))
                 continue
             if not self._may_send(led):
                 heapq.heappop(self._heap)
@@ -143,7 +148,7 @@ class LeafScheduler:
             self._run_asked += asked
             self._run_kept += kept
         else:
-            led.asked -= asked  # the unit will be asked again by the next run
+            led.failed += 1  # redone by the next run; it still counts toward this run's budget
         if i in self._parked:
             self._parked.discard(i)
             heapq.heappush(self._heap, (-1.0, i))  # it waited: it goes first
@@ -163,6 +168,11 @@ class LeafScheduler:
         """The plan-level outcome into a RunStats: units not needed and top-up units."""
         stats.units_not_needed = sum(led.not_needed for led in self.leaves)
         stats.units_topup = sum(led.topups for led in self.leaves)
+
+    def drain_skipped(self) -> list[tuple[str, int]]:
+        """(leaf id, units) decided "not needed" since the last call: for progress."""
+        out, self.skipped = self.skipped, []
+        return out
 
     def is_topup(self, unit: Unit) -> bool:
         return unit.share_index >= len(self.plan.leaves[self._index(unit.leaf_id)].shares)
@@ -200,14 +210,15 @@ class LeafScheduler:
         while True:
             index = led.next_index
             if index >= led.planned:
-                if not lp.inputs or led.in_flight:
-                    return None  # top-ups only once the planned units are back: their yield decides
+                if not lp.inputs or led.in_flight or led.failed:
+                    return None  # top-ups only once the planned units are back (their yield decides), never for
+                    # units that failed (the next run redoes those)
                 unit = lp.unit_at(index, self.plan.seed)
                 if led.asked + min(unit.target, led.need) > led.budget:
                     return None
                 led.topups += 1
             else:
-                unit = lp.unit_at(index, self.plan.seed)
+                unit = lp.send_unit(index, self.plan.seed)  # shared prompt prefixes back to back
             led.next_index += 1
             if unit.id not in done:
                 return unit

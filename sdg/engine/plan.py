@@ -56,6 +56,10 @@ class LeafPlan:
     inputs: tuple[Row, ...]
     shares: tuple[int, ...]
     fingerprint: str  # the leaf's generation input (seeds, chunks)
+    # The order its planned inputs are sent in (indices into `inputs`): rows whose prompts share a long prefix
+    # go back to back (a knowledge leaf: all chunks with one seed example, then the next), so a server's prefix
+    # cache (llama.cpp slots, vLLM automatic prefix caching) serves the shared part. () = input order.
+    send_order: tuple[int, ...] = ()
 
     @property
     def units(self) -> int:
@@ -88,6 +92,13 @@ class LeafPlan:
                 return
             yield from found
             index += len(self.inputs)
+
+    def send_unit(self, index: int, seed: int) -> Unit:
+        """The `index`-th unit to send: planned units in `send_order`, then top-ups (as unit_at)."""
+        if index < self.units and self.send_order:
+            k, j = divmod(index, len(self.shares))
+            return self._unit(self.send_order[k], j, self.shares[j], seed)
+        return self.unit_at(index, seed)
 
     def unit_at(self, index: int, seed: int) -> Unit:
         """The leaf's `index`-th unit: the planned ones (iter_units order), then top-up units, asked for when
@@ -145,6 +156,22 @@ class Plan:
                 heapq.heapreplace(heap, ((k + 1) / n * span, i, k + 1, n, it, nxt))
 
 
+# The input columns that open a prompt before the row's own part (the knowledge prompt: the seed example's
+# passage and questions come before the new passage), i.e. what rows sent back to back should share.
+PREFIX_COLUMNS = ("icl_document", "icl_query_1", "icl_query_2", "icl_query_3")
+
+
+def send_order(rows: Sequence[Row]) -> tuple[int, ...]:
+    """Input indices grouped by their prompt prefix (first appearance order), or () when no two rows share one."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        key = json.dumps([row.get(c) for c in PREFIX_COLUMNS], default=str)
+        groups.setdefault(key, []).append(i)
+    if len(groups) == len(rows) or len(groups) <= 1:
+        return ()
+    return tuple(i for idx in groups.values() for i in idx)
+
+
 def leaf_weight(lp: LeafPlan) -> float:
     """A leaf's mean unit cost in replies (see PREFILL_PER_REPLY): 1 + its rows' text tokens / 2560."""
     if not lp.inputs:
@@ -173,7 +200,8 @@ def make_plan(leaves: Sequence[Leaf], *, scale: int, samples_per_unit: int = 5, 
     for leaf in leaves:
         rows = input_rows(leaf)
         fp = _digest(rows)
-        per_leaf.append(LeafPlan(leaf, pipeline_kind(leaf), tuple(rows), tuple(shares(scale, samples_per_unit)), fp))
+        per_leaf.append(LeafPlan(leaf, pipeline_kind(leaf), tuple(rows), tuple(shares(scale, samples_per_unit)), fp,
+                                 send_order(rows)))
     return Plan(tuple(per_leaf), scale, samples_per_unit, seed)
 
 

@@ -93,7 +93,6 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
     todo: Iterator[Unit] = (u for u in source if u.id not in done.get(u.leaf_id, ()))
 
     wake = asyncio.Condition()
-    counted = {i: 0 for i in range(len(plan.leaves))}
 
     async def next_unit() -> Unit | None:
         if scheduler is None:
@@ -108,10 +107,8 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
 
     def _report_skips() -> None:
         assert scheduler is not None
-        for led in scheduler.leaves:
-            if led.not_needed != counted[led.index]:
-                progress.not_needed(led.leaf_id, led.not_needed - counted[led.index])
-                counted[led.index] = led.not_needed
+        for leaf_id, n in scheduler.drain_skipped():
+            progress.not_needed(leaf_id, n)
 
     async def worker() -> None:
         while (unit := await next_unit()) is not None:

@@ -29,6 +29,7 @@ class RunStats:
     errors: Counter = field(default_factory=Counter)  # block:kind -> requests
     servers: Counter = field(default_factory=Counter)  # endpoint name -> requests it answered or failed
     structured_requests: int = 0  # judge requests sent with a JSON schema
+    cached_tokens: int = 0  # prompt tokens the servers' prefix caches served (where they say)
     elapsed_s: float = 0.0
 
     def add_unit(self, result: UnitResult, failed: bool) -> None:
@@ -44,6 +45,7 @@ class RunStats:
         self.errors.update(f"{e.block}:{e.kind}" for e in result.errors)
         self.servers.update(result.servers)
         self.structured_requests += result.structured_requests
+        self.cached_tokens += result.cached_tokens
 
     def merge(self, other: "RunStats") -> "RunStats":
         """Add `other`'s counts to these (elapsed time is the caller's: parts overlap)."""

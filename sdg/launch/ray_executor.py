@@ -5,11 +5,14 @@ the same prepare, run folder, journals and finish as a local run; only where uni
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from sdg.engine.plan import PREFIX_COLUMNS
 from sdg.engine.stats import RunStats
 from sdg.errors import NodeFailed, SdgError
 from sdg.launch.cluster_plan import work_items
@@ -135,19 +138,29 @@ class RayExecutor:
         actors = self._actors(ray, run, max(capacity.values(), default=2))
         running: dict[Any, tuple[str, Any]] = {}
         load = {n: 0 for n in self.nodes}
-        reported = {led.index: 0 for led in scheduler.leaves}
+
+        names = sorted(self.nodes)
+
+        def node_for(unit: Any) -> str:
+            """The least loaded node (load over capacity: every node gets work from the start), preferring the
+            one its prompt prefix hashes to (its server's prefix cache has seen the prefix) while that one is
+            within one unit of the least loaded."""
+            key = json.dumps([unit.row.get(c) for c in PREFIX_COLUMNS], default=str).encode()
+            home = names[int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % len(names)]
+            best = min(names, key=lambda n: load[n] / capacity[n])
+            if load[home] < capacity[home] and load[home] / capacity[home] <= load[best] / capacity[best] + 1 / capacity[home]:
+                return home
+            return best
 
         def fill() -> None:
-            for name in sorted(self.nodes, key=lambda n: load[n] / capacity[n]):
-                while load[name] < capacity[name] and (unit := scheduler.take()) is not None:
-                    if scheduler.is_topup(unit):
-                        progress.extra_units(1)
-                    running[actors[name].run_units.remote([unit])] = (name, unit)
-                    load[name] += 1
-            for led in scheduler.leaves:
-                if led.not_needed != reported[led.index]:
-                    progress.not_needed(led.leaf_id, led.not_needed - reported[led.index])
-                    reported[led.index] = led.not_needed
+            while any(load[n] < capacity[n] for n in names) and (unit := scheduler.take()) is not None:
+                if scheduler.is_topup(unit):
+                    progress.extra_units(1)
+                name = node_for(unit)
+                running[actors[name].run_units.remote([unit])] = (name, unit)
+                load[name] += 1
+            for leaf_id, n in scheduler.drain_skipped():
+                progress.not_needed(leaf_id, n)
 
         t0 = time.monotonic()
         fill()

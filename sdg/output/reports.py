@@ -91,6 +91,7 @@ class Manifest:
     judge: dict[str, Any] = field(default_factory=dict)  # name, backend, model (empty: the teacher judged)
     servers: dict[str, int] = field(default_factory=dict)  # endpoint name -> requests this run sent it
     structured_verdicts: int = 0  # judge requests sent with a JSON schema (0: free text)
+    yield_figures: dict[str, Any] = field(default_factory=dict)  # what each kept sample cost (see yield_figures())
     quality: dict[str, Any] = field(default_factory=dict)  # the quality stage's drops, by reason
 
 
@@ -100,6 +101,23 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 REPORT_FORMAT = 2
+
+
+def yield_figures(*, kept: int, generated: int, requests: int, prompt_tokens: int,
+                  completion_tokens: int, cached_tokens: int | None = None) -> dict[str, float | None]:
+    """What each kept sample cost: kept samples per 1k prompt / completion tokens, requests per kept sample,
+    and the share of completion tokens spent on samples that were not kept (estimated by sample count: the
+    generated samples that did not reach the training files, over all generated). None where undefined."""
+    def per_1k(tokens: int) -> float | None:
+        return round(1000 * kept / tokens, 3) if tokens else None
+
+    return {"kept_per_1k_prompt_tokens": per_1k(prompt_tokens),
+            "kept_per_1k_completion_tokens": per_1k(completion_tokens),
+            "requests_per_kept": round(requests / kept, 3) if kept else None,
+            "completion_share_on_dropped": round(1 - min(kept, generated) / generated, 3) if generated else None,
+            # prompt tokens served from the servers' prefix caches (llama.cpp, vLLM report them per request)
+            **({"prefix_cache_hit_rate": round(cached_tokens / prompt_tokens, 3) if prompt_tokens else None}
+               if cached_tokens is not None else {})}
 
 
 def quality_report(quality: Mapping[str, LeafQuality], stats: Any = None, *, names: Mapping[str, str] | None = None,

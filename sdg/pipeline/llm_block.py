@@ -196,6 +196,7 @@ class LLMBlock(Block):
             result.servers[endpoint] += 1
         result.prompt_tokens += _int(getattr(res, "prompt_tokens", 0))
         result.completion_tokens += _int(getattr(res, "completion_tokens", 0))
+        result.cached_tokens += _int(getattr(res, "cached_tokens", 0))
         if not getattr(res, "ok", False):
             kind = str(getattr(res, "kind", "unknown") or "unknown")
             state.error(self.name, kind, str(getattr(res, "message", "") or repr(res)),

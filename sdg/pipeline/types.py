@@ -82,6 +82,7 @@ class UnitResult:
     completion_tokens: int = 0
     servers: Counter = field(default_factory=Counter)  # endpoint name (judge-... for the judge's) -> requests
     structured_requests: int = 0  # judge requests sent with a JSON schema (structured verdicts)
+    cached_tokens: int = 0  # prompt tokens the servers' prefix caches served
 
     @property
     def transient_failure(self) -> bool:
@@ -100,6 +101,7 @@ class UnitResult:
         self.completion_tokens += other.completion_tokens
         self.servers.update(other.servers)
         self.structured_requests += other.structured_requests
+        self.cached_tokens += other.cached_tokens
 
 
 RunUnit = Callable[[Row, UnitContext], Awaitable[UnitResult]]

@@ -64,6 +64,7 @@ class Completion:
     attempts: int
     latency_s: float  # the answering attempt's round trip; queueing and backoff not included
     texts: tuple[str, ...] = ()
+    cached_tokens: int = 0  # prompt tokens the server's prefix cache served (usage.prompt_tokens_details)
 
     @property
     def ok(self) -> bool:
@@ -319,10 +320,13 @@ class TeacherClient:
             usage = data.get("usage") or {}
             prompt_tokens = int(usage.get("prompt_tokens") or 0) if isinstance(usage, dict) else 0
             completion_tokens = int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
+            details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+            cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             return _Fault("bad_response", f"unusable response from {ep.name}: {type(e).__name__}: {e}; "
                                           f"body starts {resp.text[:200]!r}", status, True)
-        return Completion(texts[0], finish, prompt_tokens, completion_tokens, ep.name, attempts, latency, texts)
+        return Completion(texts[0], finish, prompt_tokens, completion_tokens, ep.name, attempts, latency, texts,
+                          cached)
 
     # -- slots and dispatch ----------------------------------------------------------------------------
 

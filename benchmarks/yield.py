@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""What each kept sample costs: kept samples per 1k teacher tokens, with and without leaf-level targets.
+
+A program that prints figures, not a test. In ONE run, against ONE real teacher (the embedded SmolLM2-135M on
+llama.cpp, `--n-parallel` slots, 2 threads; or `--endpoint-url`): the example taxonomy (`init_taxonomy`: one
+leaf of each kind, the knowledge leaf's prompts carry a document chunk) generated twice with the simple pipeline
+at `--scale`, `pipeline.leaf_targets=false` (every planned unit runs and keeps at most its share: the rule
+before leaf-level targets) and `=true` (the default). For each it reads the run's manifest.json and prints kept
+samples, requests, prompt and completion tokens, kept per 1k tokens (prompt + completion), requests per kept
+sample, the share of completion tokens spent on samples not kept, the prefix-cache hit rate the server reported
+(usage.prompt_tokens_details.cached_tokens) and the wall time; then the ratio after/before of kept per 1k tokens
+(issue target >= 2x) and of kept per second.
+
+The server is started afresh for each phase (no phase profits from prefixes the other left in its slots).
+
+    .venv/bin/python benchmarks/yield.py                 # scale 2, 4 slots
+    .venv/bin/python benchmarks/yield.py --scale 1 --max-tokens 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_common import fmt_load, wait_for_quiet  # noqa: E402
+
+
+def _teacher(args: argparse.Namespace, tmp: Path):
+    if args.endpoint_url:
+        return contextlib.nullcontext(args.endpoint_url)
+    from sdg.config.compose import compose_config, to_object
+    from sdg.teacher.backends import LlamaCppServer
+    from sdg.teacher.models import embedded_gguf
+
+    model_dir = Path(to_object(compose_config([])).teacher.model_dir)
+    server = LlamaCppServer(gguf=str(embedded_gguf(model_dir)), model_name="teacher", context_length=4096,
+                            n_parallel=args.n_parallel, n_threads=2, log_path=tmp / "teacher.log",
+                            startup_timeout_s=300)
+
+    @contextlib.contextmanager
+    def served():
+        with server as ep:
+            yield ep.base_url
+
+    return served()
+
+
+def _phase(args: argparse.Namespace, tmp: Path, taxonomy: Path, leaf_targets: bool) -> dict:
+    from sdg.config.compose import compose_config, to_object
+    from sdg.run import generate
+
+    with _teacher(args, tmp) as url:
+        cfg = to_object(compose_config([
+            f"taxonomy.path={taxonomy}", "taxonomy.base=empty", f"pipeline.sdg_scale_factor={args.scale}",
+            "taxonomy.documents.chunk_tokens=1000", "teacher=endpoint", f"teacher.endpoint_url={url}",
+            f"teacher.max_tokens={args.max_tokens}", f"generate.output_dir={tmp / f'out-{leaf_targets}'}",
+            "generate.progress=none", f"pipeline.leaf_targets={str(leaf_targets).lower()}",
+            f"generate.max_concurrency={2 * args.n_parallel}", "generate.allow_empty=true"]))
+        t0 = time.monotonic()
+        result = generate(cfg, log=lambda m: None)
+        wall = time.monotonic() - t0
+    m = json.loads((result.run_dir / "manifest.json").read_text())
+    c = m["counts"]
+    tokens = c["prompt_tokens"] + c["completion_tokens"]
+    return {"kept": c["kept"], "target": c["target_samples"], "requests": c["requests"],
+            "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
+            "kept_per_1k_tokens": 1000 * c["kept"] / tokens if tokens else 0.0, "wall_s": wall,
+            "units_run": c["units_run"], "not_needed": c["units_not_needed"], "topups": c["units_topup"],
+            **m["yield_figures"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--n-parallel", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--endpoint-url", default=None)
+    ap.add_argument("--max-load", type=float, default=1.2)
+    ap.add_argument("--load-wait-s", type=float, default=300.0)
+    args = ap.parse_args(argv)
+    from sdg.taxonomy.init import init_taxonomy
+
+    wait_for_quiet(args.max_load, max_wait_s=args.load_wait_s)
+    load_before = fmt_load()
+    with tempfile.TemporaryDirectory(prefix="sdg-yield-") as d:
+        tmp = Path(d)
+        taxonomy = init_taxonomy(tmp / "taxonomy").path
+        phases = {name: _phase(args, tmp, taxonomy, on) for name, on in (("before", False), ("after", True))}
+    print(f"yield: example taxonomy, simple pipeline, scale {args.scale}, teacher "
+          f"{args.endpoint_url or f'embedded SmolLM2-135M on llama.cpp ({args.n_parallel} slots, 2 threads)'}, "
+          f"max_tokens {args.max_tokens}; load {load_before} before, {fmt_load()} after")
+    keys = ("kept", "target", "units_run", "not_needed", "topups", "requests", "prompt_tokens", "completion_tokens",
+            "kept_per_1k_tokens", "requests_per_kept", "completion_share_on_dropped", "prefix_cache_hit_rate", "wall_s")
+    print(f"  {'':28} {'before (leaf_targets=false)':>28} {'after (leaf_targets=true)':>28}")
+    for k in keys:
+        b, a = phases["before"].get(k), phases["after"].get(k)
+        fmt = (lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
+        print(f"  {k:28} {fmt(b):>28} {fmt(a):>28}")
+    b, a = phases["before"], phases["after"]
+    if b["kept_per_1k_tokens"]:
+        print(f"  kept per 1k teacher tokens, after / before: {a['kept_per_1k_tokens'] / b['kept_per_1k_tokens']:.2f}x "
+              "(target >= 2x)")
+    if b["kept"] and b["wall_s"]:
+        print(f"  kept per second, after / before: {(a['kept'] / a['wall_s']) / (b['kept'] / b['wall_s']):.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
