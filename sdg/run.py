@@ -219,7 +219,7 @@ class LocalExecutor:
 
     def execute(self, run: Run, done: Mapping[str, set[str]], progress: Progress) -> RunStats:
         from sdg.engine.runner import run_plan
-        from sdg.engine.session import engine_session
+        from sdg.engine.session import endpoint_report, engine_session
         from sdg.signals import unwind_on
         from sdg.teacher.serving import serving
 
@@ -227,12 +227,16 @@ class LocalExecutor:
         journals = JournalStore(run.folder.journal_dir)
 
         scheduler = leaf_scheduler(run, done, journals)
+        seen: dict[str, dict] = {}  # per endpoint: what the client saw (limit reached, n cap, ...)
 
         async def engine(endpoints: list[Any], judge_endpoints: list[Any] | None) -> RunStats:
             async with engine_session(run.cfg, endpoints, judge_endpoints=judge_endpoints) as s:
-                return await run_plan(run.plan, run.pipelines, s.chat, journals, done=done, workers=s.workers,
-                                      progress=progress, breaker=s.breaker, watch=s.watch, judge=s.judge,
-                                      scheduler=scheduler)
+                try:
+                    return await run_plan(run.plan, run.pipelines, s.chat, journals, done=done, workers=s.workers,
+                                          progress=progress, breaker=s.breaker, watch=s.watch, judge=s.judge,
+                                          scheduler=scheduler)
+                finally:
+                    seen.update(endpoint_report(s))
 
         judge = run.cfg.judge
         try:  # the judge (when it is a model of its own) is served, probed and stopped like the teacher
@@ -242,6 +246,7 @@ class LocalExecutor:
                 stats = asyncio.run(engine(endpoints, judge_endpoints))
             if scheduler is not None:
                 scheduler.count_into(stats)
+            stats.endpoints.update(seen)
         finally:
             journals.close()
         journals.check()  # a write lost at close (disk full) is an error, not a silent gap
@@ -455,6 +460,7 @@ def _manifest(run: Run, quality: Mapping[str, LeafQuality]) -> Manifest:
                       "served_model_name": cfg.judge.served_model_name, "endpoint_url": cfg.judge.endpoint_url,
                       "structured_output": cfg.judge.structured_output}) if cfg.judge is not None else {},
         servers=dict(sorted(stats.servers.items())), structured_verdicts=stats.structured_requests,
+        endpoints=dict(sorted(stats.endpoints.items())),
         yield_figures=yield_figures(kept=sum(q.kept for q in quality.values()), generated=sum(q.generated for q in quality.values()),
                              requests=stats.requests, prompt_tokens=stats.prompt_tokens,
                              completion_tokens=stats.completion_tokens, cached_tokens=stats.cached_tokens),

@@ -23,8 +23,10 @@ from tests.conftest import default_model_dir, processes_in_group, smollm2_gguf
 pytestmark = pytest.mark.slow
 SDG = str(Path(sys.executable).parent / "sdg")
 # Small and quick: one chunk per knowledge leaf, short replies.
+# No top-ups (pipeline.max_overgeneration=1): the 135M teacher leaves most leaves short, and topping them up to
+# 3x would triple these runs; tests/test_leaf_targets.py covers top-ups.
 COMMON = ["--sdg-scale-factor", "1", "taxonomy.documents.chunk_tokens=4000", "teacher.max_tokens=128",
-          "generate.progress_interval_s=5"]
+          "generate.progress_interval_s=5", "pipeline.max_overgeneration=1"]
 
 
 @pytest.fixture(scope="module")

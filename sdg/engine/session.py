@@ -120,20 +120,34 @@ class EngineSession:
     breaker: ErrorBreaker
     watch: TeacherWatch | None = None
     judge: Judge | None = None  # None: judge blocks ask the teacher in free text
+    clients: tuple[Any, ...] = ()  # the TeacherClients (teacher, judge): stats() per endpoint (limit, n_cap, ...)
 
 
-def _client(teacher: TeacherConfig, endpoints: Sequence[Any], per: int, label: str) -> Any:
+def _client(teacher: TeacherConfig, endpoints: Sequence[Any], per: int, label: str, adaptive: bool) -> Any:
+    """The client over `endpoints`: prefix routing on; with `adaptive`, AIMD in-flight limits per endpoint
+    that start at the server's slots (known for servers started here, else asked at readiness) and never
+    exceed `per`."""
     from sdg.teacher.client import Endpoint, TeacherClient
 
-    eps = [Endpoint(e.base_url, e.model, e.api_key, max_in_flight=per, name=f"{label}{e.backend}-{i}")
+    slots = server_slots(teacher) if teacher.backend in ("llama-cpp", "vllm") else None
+    eps = [Endpoint(e.base_url, e.model, e.api_key, max_in_flight=per, name=f"{label}{e.backend}-{i}",
+                    slots=slots)
            for i, e in enumerate(endpoints)]
     return TeacherClient(eps, timeout_s=teacher.request_timeout_s, max_retries=teacher.max_retries,
                          deadline_s=teacher.request_deadline_s, max_response_bytes=teacher.max_response_bytes,
-                         system_prompt_mode=teacher.system_prompt_mode)  # shapes every request
+                         system_prompt_mode=teacher.system_prompt_mode,  # shapes every request
+                         prefix_routing=True, adaptive=adaptive)
+
+
+async def _ready(client: Any, teacher: TeacherConfig) -> None:
+    """Readiness questions to the servers: slots (/props, /slots) and, for servers started here, whether
+    `n` works (an `endpoint` teacher learns it on first use instead: no extra request to it)."""
+    await client.discover(probe_n=teacher.backend in ("llama-cpp", "vllm"), timeout_s=PROBE_TIMEOUT_S)
 
 
 def _watched(client: Any, watch: TeacherWatch, cap: int) -> ChatFn:
-    """The client's chat with `cap` on every request's max_tokens, each request seen by the watch."""
+    """The client's chat with `cap` on every request's max_tokens, each request seen by the watch; it takes
+    `n` (supports_n: the client sends separate requests where a server does not)."""
 
     async def chat(messages: list[dict], *, max_tokens: int, **kw: Any) -> Any:
         token = watch.begin()
@@ -144,6 +158,7 @@ def _watched(client: Any, watch: TeacherWatch, cap: int) -> ChatFn:
         finally:
             watch.end(token, bool(getattr(res, "ok", False)))
 
+    chat.supports_n = True  # type: ignore[attr-defined]
     return chat  # type: ignore[return-value]
 
 
@@ -166,12 +181,15 @@ async def engine_session(cfg: SdgConfig, endpoints: Sequence[Any], *, judge_endp
     t = cfg.teacher
     per = in_flight_per_server(cfg)
     judge_cfg = cfg.judge if judge_endpoints else None
+    adaptive = not cfg.generate.max_concurrency  # a concurrency the user set stays fixed
     async with contextlib.AsyncExitStack() as stack:
-        client = await stack.enter_async_context(_client(t, endpoints, per, label))
+        client = await stack.enter_async_context(_client(t, endpoints, per, label, adaptive))
+        await _ready(client, t)
         judge_client = None
         if judge_cfg is not None:
             judge_client = await stack.enter_async_context(
-                _client(judge_cfg, judge_endpoints, in_flight_per_server(cfg, judge_cfg), f"{label}judge-"))
+                _client(judge_cfg, judge_endpoints, in_flight_per_server(cfg, judge_cfg), f"{label}judge-", adaptive))
+            await _ready(judge_client, judge_cfg)
         clients = [c for c in (client, judge_client) if c is not None]
         watch = TeacherWatch(cfg.generate.stall_timeout_s,
                              retries=lambda: sum(st.retries for c in clients for st in c.stats().values()),
@@ -187,7 +205,18 @@ async def engine_session(cfg: SdgConfig, endpoints: Sequence[Any], *, judge_endp
         workers = per * len(endpoints)
         if judge_client is not None:  # judge requests wait on the judge's servers, not on a unit worker
             workers += in_flight_per_server(cfg, judge_cfg) * len(judge_endpoints or ())
-        yield EngineSession(chat, workers, breaker, watch, judge)
+        yield EngineSession(chat, workers, breaker, watch, judge, clients=tuple(clients))
+
+
+def endpoint_report(session: EngineSession) -> dict[str, dict]:
+    """Per endpoint, what the clients saw: the in-flight limit reached, slots, n cap, prefix-routed and throttled
+    requests (for the manifest)."""
+    out: dict[str, dict] = {}
+    for client in session.clients:
+        for name, st in client.stats().items():
+            out[name] = {"limit": st.limit, "slots": st.slots, "n_cap": st.n_cap, "prefix_routed": st.prefix_routed,
+                         "throttled": st.throttled, "done": st.done, "failed": st.failed, "retries": st.retries}
+    return out
 
 
 async def run_slice(session: EngineSession, plan: Any, pipelines: Any, journals: Any, units: Sequence[Any],

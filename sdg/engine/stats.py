@@ -30,6 +30,9 @@ class RunStats:
     servers: Counter = field(default_factory=Counter)  # endpoint name -> requests it answered or failed
     structured_requests: int = 0  # judge requests sent with a JSON schema
     cached_tokens: int = 0  # prompt tokens the servers' prefix caches served (where they say)
+    # endpoint name -> what the client saw of it at the end: in-flight limit reached (adaptive), slots, n cap,
+    # requests routed by prompt prefix, 429/503 answers (sdg.teacher.client.EndpointStats)
+    endpoints: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def add_unit(self, result: UnitResult, failed: bool) -> None:
@@ -53,7 +56,9 @@ class RunStats:
             if f.name == "elapsed_s":
                 continue
             mine = getattr(self, f.name)
-            if isinstance(mine, Counter):
+            if isinstance(mine, dict) and not isinstance(mine, Counter):
+                mine.update(getattr(other, f.name))
+            elif isinstance(mine, Counter):
                 mine.update(getattr(other, f.name))
             else:
                 setattr(self, f.name, mine + getattr(other, f.name))

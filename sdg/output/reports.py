@@ -90,6 +90,8 @@ class Manifest:
     errors: dict[str, int]
     judge: dict[str, Any] = field(default_factory=dict)  # name, backend, model (empty: the teacher judged)
     servers: dict[str, int] = field(default_factory=dict)  # endpoint name -> requests this run sent it
+    # endpoint name -> in-flight limit reached (adaptive concurrency), slots, n cap, prefix-routed, throttled
+    endpoints: dict[str, Any] = field(default_factory=dict)
     structured_verdicts: int = 0  # judge requests sent with a JSON schema (0: free text)
     yield_figures: dict[str, Any] = field(default_factory=dict)  # what each kept sample cost (see yield_figures())
     quality: dict[str, Any] = field(default_factory=dict)  # the quality stage's drops, by reason

@@ -5,6 +5,12 @@ Every request that yields nothing is counted with its reason (`empty_reply`, `un
 judge is this block with a score parser (`score`, `yes_no`) followed by a `filter`: it asks the run's
 judge (a separate model when `judge=` is set) and, where that server constrains replies to a JSON
 schema, asks for `{"score": N}` with N limited to the valid scores, so every verdict parses.
+
+Calls of one row with the IDENTICAL prompt (num_samples split by samples_per_call into equal counts) go as
+ONE request with `n` = that many choices where the chat function says it can (`supports_n`, set by the
+engine's session; the client sends separate requests where a server does not take `n`). The choices then
+share the first call's seed (a server cannot give each choice its own); the seeds of the calls are
+still drawn as before, so the seeds of every later request stay what they were.
 """
 
 from __future__ import annotations
@@ -150,15 +156,17 @@ class LLMBlock(Block):
                     state.error(self.name, "missing_column", f"row has no column {e.args[0]!r} for {self.prompt}")
                     break
                 plans.append((i, messages, (state.next_seed() + (self.seed or 0)) & SEED_MASK))
-        if len(plans) == 1:  # the common case: no task and no gather for one request
-            replies = [await self._ask(plans[0][1], plans[0][2], state)]
+        asks = self._group(plans, state)  # (row index, messages, seed, n)
+        if len(asks) == 1:  # the common case: no task and no gather for one request
+            replies = [await self._ask(asks[0][1], asks[0][2], state, asks[0][3])]
         else:
-            replies = await asyncio.gather(*(self._ask(messages, seed, state) for _, messages, seed in plans))
+            replies = await asyncio.gather(*(self._ask(messages, seed, state, n) for _, messages, seed, n in asks))
         by_row: dict[int, list[dict]] = {}
-        for (i, _, _), reply in zip(plans, replies):
-            if reply.reason:
-                state.drop(self.name, reply.reason)
-            by_row.setdefault(i, []).extend(reply.items)
+        for (i, _, _, _), choices in zip(asks, replies):
+            for reply in choices:
+                if reply.reason:
+                    state.drop(self.name, reply.reason)
+                by_row.setdefault(i, []).extend(reply.items)
         out: list[Row] = []
         # cap target_samples: keep what the unit's leaf still needs (extras a model writes count there)
         keep = state.keep_limit if self.cap == TARGET else self.kept(state.target)
@@ -173,16 +181,36 @@ class LLMBlock(Block):
                 out.append(new)
         return out
 
-    async def _ask(self, messages: list[dict], seed: int, state: RunState) -> _Reply:
+    def _chat(self, state: RunState) -> Any:
+        judge = state.ctx.judge
+        return judge.chat if self.is_judge and judge is not None else state.ctx.chat
+
+    def _group(self, plans: list[tuple[int, list[dict], int]],
+               state: RunState) -> list[tuple[int, list[dict], int, int]]:
+        """Consecutive calls of one row with identical messages as one ask with n choices (first call's seed),
+        where the chat takes `n`; else one ask per call."""
+        if len(plans) < 2 or not getattr(self._chat(state), "supports_n", False):
+            return [(i, m, seed, 1) for i, m, seed in plans]
+        asks: list[tuple[int, list[dict], int, int]] = []
+        for i, messages, seed in plans:
+            if asks and asks[-1][0] == i and asks[-1][1] == messages:
+                last = asks[-1]
+                asks[-1] = (i, last[1], last[2], last[3] + 1)
+            else:
+                asks.append((i, messages, seed, 1))
+        return asks
+
+    async def _ask(self, messages: list[dict], seed: int, state: RunState, n: int = 1) -> list[_Reply]:
+        """One request (n choices: one `n` request); a reply per choice asked for."""
         assert self._parser is not None
         try:
             extra: dict[str, Any] = {} if self.top_p is None else {"top_p": self.top_p}
-            chat, judge = state.ctx.chat, state.ctx.judge
-            if self.is_judge and judge is not None:
-                chat = judge.chat
-                if await judge.structured():
-                    extra["response_format"] = self.verdict_format()
-                    state.result.structured_requests += 1
+            chat, judge = self._chat(state), state.ctx.judge
+            if self.is_judge and judge is not None and await judge.structured():
+                extra["response_format"] = self.verdict_format()
+                state.result.structured_requests += 1
+            if n > 1:
+                extra["n"] = n
             res = await chat(messages, max_tokens=self.max_tokens, temperature=self.temperature,
                              seed=seed, stop=self.stop, **extra)
         except asyncio.CancelledError:
@@ -190,7 +218,7 @@ class LLMBlock(Block):
         except Exception as e:  # noqa: BLE001 - the contract says chat never raises; a bad one must not end the unit
             res = _Failure("exception", f"{type(e).__name__}: {e}")
         result = state.result
-        result.requests += 1
+        result.requests += n  # calls, as the plan's estimate counts them
         endpoint = getattr(res, "endpoint", "")
         if isinstance(endpoint, str) and endpoint:
             result.servers[endpoint] += 1
@@ -201,14 +229,25 @@ class LLMBlock(Block):
             kind = str(getattr(res, "kind", "unknown") or "unknown")
             state.error(self.name, kind, str(getattr(res, "message", "") or repr(res)),
                         retryable=bool(getattr(res, "retryable", True)))
-            return _Reply([], f"request_failed:{kind}")
-        text = getattr(res, "text", "") or ""
+            return [_Reply([], f"request_failed:{kind}")] * n
+        if n == 1:
+            return [self._digest(getattr(res, "text", "") or "", getattr(res, "finish_reason", None), state)]
+        texts = list(getattr(res, "texts", ()) or (getattr(res, "text", ""),))[:n]
+        finishes = list(getattr(res, "finish_reasons", ()) or ())
+        finishes += [getattr(res, "finish_reason", None)] * (len(texts) - len(finishes))
+        replies = [self._digest(t or "", f, state) for t, f in zip(texts, finishes)]
+        return replies + [_Reply([], "empty_reply")] * (n - len(replies))  # choices the server did not give
+
+    def _digest(self, text: Any, finish_reason: Any, state: RunState) -> _Reply:
+        """One choice's text: parsed items, or why there are none."""
+        assert self._parser is not None
+        result = state.result
         if not isinstance(text, str) or not text.strip():
             result.unusable += 1
             return _Reply([], "empty_reply")
         fields = self._parser.fields
         items = [i for i in self._parser.parse(text) if all(isinstance(i.get(f), (str, int)) for f in fields)]
-        cut = getattr(res, "finish_reason", None) == "length"
+        cut = finish_reason == "length"
         if self.count_generated:
             result.generated += len(items)
         if cut and self._parser.drops_cut_item and items:

@@ -8,6 +8,20 @@ slots make callers queue here instead of overloading a server.
 The transport is aiohttp, not httpx: with 64 requests in flight httpx's connection pool spent 6 ms of CPU
 per request against a zero-latency server (aiohttp 0.24 ms; benchmarks/dispatch_ceiling.py --client-floor),
 which alone capped the engine at ~170 requests/s on one core. httpx stays for the synchronous probes.
+
+Three options the engine turns on (engine_session), off by default so a bare client dispatches as before:
+  prefix_routing  a request goes to the endpoint its prompt prefix hashes to (rendezvous hashing over the
+                  endpoint names; key = `prefix_key=` or the system message + the first PREFIX_CHARS characters
+                  of the first user message), so the server's slot / prefix cache serves the shared prefix; it
+                  goes to the least-loaded endpoint instead when the preferred one is full or clearly busier.
+  adaptive        AIMD concurrency per endpoint: the limit starts at the slots the server reports
+                  (llama.cpp /props total_slots or /slots; `Endpoint.slots` when the caller knows them, e.g.
+                  vLLM's max_num_seqs) or at ADAPTIVE_START, grows by ~1 per round of replies while latency per
+                  token holds, halves on 429/503 (once per round) and shrinks on latency blow-ups (queueing);
+                  never above Endpoint.max_in_flight. The limit reached is `EndpointStats.limit`.
+  n sampling      chat(n=k) sends one request with `n` where the endpoint takes it (`discover()` probes it:
+                  n=2 must give 2 choices; a 400 later turns it off) and k separate requests otherwise, with
+                  seeds seed, seed+1, ... (n choices cannot have a seed each: they share the one seed).
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ import email.utils
 import json
 import random
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -30,6 +45,9 @@ CONTEXT_STATUSES = frozenset({400, 413})
 CONTEXT_MARKERS = ("context length", "maximum context", "context_length_exceeded",
                    "exceeds the available context size", "exceed_context_size", "too long")
 MAX_BAD_RESPONSE_RETRIES = 1  # a garbled body is rarely transient: one more try, then report it
+PREFIX_CHARS = 1024  # of the first user message, in the default prefix key
+ADAPTIVE_START = 4  # the AIMD limit of an endpoint that reports no slots
+N_UNKNOWN = 0  # Endpoint n capability not probed yet: try n, learn from a 400
 
 
 @dataclass(frozen=True)
@@ -41,6 +59,7 @@ class Endpoint:
     api_key: str | None = field(default=None, repr=False)  # kept out of logs
     max_in_flight: int = 8
     name: str = ""  # defaults to base_url; keys stats() and the `endpoint` of results
+    slots: int | None = None  # requests the server serves at once, when known (the adaptive limit's start)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -65,6 +84,7 @@ class Completion:
     latency_s: float  # the answering attempt's round trip; queueing and backoff not included
     texts: tuple[str, ...] = ()
     cached_tokens: int = 0  # prompt tokens the server's prefix cache served (usage.prompt_tokens_details)
+    finish_reasons: tuple[str | None, ...] = ()  # per choice, like `texts`
 
     @property
     def ok(self) -> bool:
@@ -100,9 +120,14 @@ class EndpointStats:
     retries: int
     prompt_tokens: int
     completion_tokens: int
+    limit: int = 0  # the in-flight limit now (adaptive: the AIMD limit reached; else max_in_flight)
+    slots: int | None = None  # the server's slots, as reported (/props, /slots) or configured
+    n_cap: int = 1  # choices one request may ask for (1: `n` unsupported or not probed)
+    prefix_routed: int = 0  # requests sent to the endpoint their prefix hashes to
+    throttled: int = 0  # 429/503 answers seen (each halves an adaptive limit at most once per round)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Fault:
     """One failed attempt, before the retry policy decides what to do with it."""
 
@@ -111,6 +136,7 @@ class _Fault:
     status: int | None
     retryable: bool
     retry_after: float | None = None
+    sent: float = 0.0  # monotonic time the attempt was sent (HTTP answers only)
 
 
 class _State:
@@ -122,15 +148,31 @@ class _State:
         self.prompt_tokens = self.completion_tokens = 0
         self.down_until = 0.0  # monotonic time until which a refusing endpoint is skipped
         self.down_count = 0
+        self.reported = False  # slots from the server's /props or /slots (llama.cpp: n is capped at them)
+        self.salt = zlib.crc32(ep.name.encode())  # rendezvous hashing: this endpoint's identity
+        self.cap = ep.max_in_flight  # the static limit (adaptive: the ceiling)
+        self.slots = ep.slots
+        self.limit = float(min(ep.max_in_flight, ep.slots or ADAPTIVE_START))  # AIMD limit (adaptive only)
+        self.floor = 1.0
+        self.last_cut = 0.0  # monotonic time of the last multiplicative decrease
+        self.tpt_base = 0.0  # best seconds per completion token seen (adaptive latency baseline)
+        self.n_cap = N_UNKNOWN
+        self.prefix_routed = self.throttled = 0
+        self.static = True  # set by the client: fixed limit = cap
+        self.headers = {"Content-Type": "application/json"}  # the same for every request (made once)
+        if ep.api_key:
+            self.headers["Authorization"] = f"Bearer {ep.api_key}"
 
 
-Parser = Callable[[Any], "tuple[tuple[str, ...], str | None]"]
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # compact: less to send and parse (ASCII: \u escapes)
+
+Parser = Callable[[Any], "tuple[tuple[str, ...], tuple[str | None, ...]]"]
 
 
 async def _read_capped(r: aiohttp.ClientResponse, limit: int) -> bytes | None:
     """The body, or None as soon as it grows past `limit` bytes."""
-    if r.content_length is not None and r.content_length > limit:
-        return None
+    if r.content_length is not None:
+        return None if r.content_length > limit else await r.read()  # read() stops at Content-Length
     parts, size = [], 0
     while True:
         chunk = await r.content.read(1 << 16)
@@ -148,7 +190,8 @@ class TeacherClient:
     def __init__(self, endpoints: Sequence[Endpoint], *, timeout_s: float = 600, connect_timeout_s: float = 10,
                  max_retries: int = 4, backoff_s: float = 0.5, backoff_max_s: float = 30,
                  cooldown_s: float = 5, cooldown_max_s: float = 30, deadline_s: float | None = None,
-                 max_response_bytes: int = 8 << 20, system_prompt_mode: str = "system") -> None:
+                 max_response_bytes: int = 8 << 20, system_prompt_mode: str = "system",
+                 prefix_routing: bool = False, adaptive: bool = False) -> None:
         endpoints = list(endpoints)
         if not endpoints:
             raise ValueError("TeacherClient needs at least one endpoint")
@@ -160,6 +203,9 @@ class TeacherClient:
         if max_retries < 0 or backoff_s < 0 or backoff_max_s < 0 or cooldown_s < 0 or cooldown_max_s < 0:
             raise ValueError("max_retries, backoff and cool-down values must be >= 0")
         self._states = [_State(i, e) for i, e in enumerate(endpoints)]
+        self._prefix_routing, self._adaptive = prefix_routing, adaptive
+        for st in self._states:
+            st.static = not adaptive
         self._max_retries, self._backoff_s, self._backoff_max_s = max_retries, backoff_s, backoff_max_s
         self._cooldown_s, self._cooldown_max_s = cooldown_s, cooldown_max_s
         self._deadline_s = deadline_s  # one request over all its attempts and back-offs
@@ -187,28 +233,106 @@ class TeacherClient:
 
     def stats(self) -> dict[str, EndpointStats]:
         return {s.ep.name: EndpointStats(s.in_flight, s.done, s.failed, s.retries, s.prompt_tokens,
-                                         s.completion_tokens) for s in self._states}
+                                         s.completion_tokens, _limit(s), s.slots, max(1, s.n_cap),
+                                         s.prefix_routed, s.throttled) for s in self._states}
+
+    @property
+    def n_cap(self) -> int:
+        """Choices one request may ask for on every endpoint (1: send separate requests)."""
+        return min(max(1, s.n_cap) for s in self._states)
+
+    async def discover(self, *, probe_n: bool = True, timeout_s: float = 30.0) -> None:
+        """Readiness questions, per endpoint: its slots (llama.cpp GET /props total_slots, else GET /slots;
+        the adaptive limit starts there) and whether `n` works (a chat request with n=2, max_tokens=1 must
+        give 2 choices; llama.cpp takes n up to its slots). Never raises: what is not learned stays unknown."""
+        await asyncio.gather(*(self._discover_one(st, probe_n, timeout_s) for st in self._states))
+
+    async def _discover_one(self, st: _State, probe_n: bool, timeout_s: float) -> None:
+        root = st.ep.base_url.removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {st.ep.api_key}"} if st.ep.api_key else {}
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        if st.slots is None:
+            for path, read in (("/props", _props_slots), ("/slots", _slots_count)):
+                try:
+                    async with self._session().get(root + path, headers=headers, timeout=timeout,
+                                                   allow_redirects=False) as r:
+                        if r.status == 200:
+                            got = read(json.loads(await r.read()))
+                            if got:
+                                st.slots, st.reported = got, True
+                                break
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, TypeError, AttributeError):
+                    continue
+            if st.slots and not st.static:
+                st.limit = float(min(st.cap, st.slots))
+        if st.slots and not st.static:
+            st.floor = float(min(st.cap, max(1, st.slots // 2)))
+        if not probe_n:
+            return
+        body = {"messages": [{"role": "user", "content": "Say ok."}], "max_tokens": 1, "temperature": 0.0, "n": 2}
+        try:
+            res = await asyncio.wait_for(self._attempt(st, "/chat/completions", body, _parse_chat, 1), timeout_s)
+        except asyncio.TimeoutError:
+            return
+        if isinstance(res, Completion) and len(res.texts) == 2:
+            # llama.cpp runs each choice in a slot of its own and refuses n above them
+            st.n_cap = min(64, st.slots) if st.slots else 64
+        else:
+            st.n_cap = 1
 
     async def chat(self, messages: list[dict], *, max_tokens: int, temperature: float = 0.7,
-                   seed: int | None = None, stop: list[str] | None = None, n: int = 1, **extra: Any) -> Result:
-        """POST /chat/completions; n > 1 returns every choice in `texts`."""
+                   seed: int | None = None, stop: list[str] | None = None, n: int = 1,
+                   prefix_key: str | None = None, **extra: Any) -> Result:
+        """POST /chat/completions; n > 1 returns every choice in `texts`.
+
+        n > 1 goes as ONE request with `n` where the endpoints take it (discover(); unknown: tried, and a
+        400 turns it off), else as separate requests with seeds seed, seed+1, ... whose texts are joined.
+        `prefix_key`: what prefix routing hashes (default: system message + start of the first user message)."""
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        body = _body(dict(messages=shape_messages(messages, self._system_prompt_mode)), max_tokens, temperature,
-                     seed, stop, extra)
-        if n != 1:
-            body["n"] = n
-        return await self._call("/chat/completions", body, _parse_chat)
+        shaped = shape_messages(messages, self._system_prompt_mode)
+        body = _body(dict(messages=shaped), max_tokens, temperature, seed, stop, extra)
+        pref = self._preferred(prefix_key if prefix_key is not None else _prefix_of(messages))
+        if n == 1:
+            return await self._call("/chat/completions", body, _parse_chat, pref)
+        cap = min((s.n_cap for s in self._states), default=1)
+        if cap == N_UNKNOWN or cap >= n:
+            res = await self._call("/chat/completions", {**body, "n": n}, _parse_chat, pref)
+            if res.ok:
+                if len(res.texts) < n:  # n ignored: this reply stands, later ones go as separate requests
+                    for s in self._states:
+                        s.n_cap = 1
+                return res
+            if not (res.kind == "http" and res.status in (400, 422)):
+                return res
+            for s in self._states:  # n refused: never again (above what worked, where it did)
+                s.n_cap = 1 if cap == N_UNKNOWN else min(s.n_cap, n - 1)
+        return await self._separate(body, n, seed, pref)
+
+    async def _separate(self, body: dict[str, Any], n: int, seed: int | None, pref: _State | None) -> Result:
+        """n choices as n requests (seeds seed + i); one Completion holding every text, or the first failure."""
+        bodies = [body if seed is None else {**body, "seed": (seed + i) & 0x7FFFFFFF} for i in range(n)]
+        results = await asyncio.gather(*(self._call("/chat/completions", b, _parse_chat, pref) for b in bodies))
+        oks = [r for r in results if isinstance(r, Completion)]
+        if len(oks) < n and not oks:
+            return results[0]
+        first = oks[0]
+        return Completion(first.text, first.finish_reason, sum(r.prompt_tokens for r in oks),
+                          sum(r.completion_tokens for r in oks), first.endpoint, max(r.attempts for r in results),
+                          max(r.latency_s for r in oks), tuple(t for r in oks for t in (r.texts or (r.text,))),
+                          sum(r.cached_tokens for r in oks),
+                          tuple(f for r in oks for f in (r.finish_reasons or (r.finish_reason,))))
 
     async def complete(self, prompt: str, *, max_tokens: int, temperature: float = 0.7, seed: int | None = None,
-                       stop: list[str] | None = None, **extra: Any) -> Result:
+                       stop: list[str] | None = None, prefix_key: str | None = None, **extra: Any) -> Result:
         """POST /completions (raw prompt, no chat template)."""
         if not isinstance(prompt, str):
             raise ValueError("prompt must be a string")
         body = _body(dict(prompt=prompt), max_tokens, temperature, seed, stop, extra)
-        return await self._call("/completions", body, _parse_text)
+        pref = self._preferred(prefix_key if prefix_key is not None else prompt[:PREFIX_CHARS])
+        return await self._call("/completions", body, _parse_text, pref)
 
     async def aclose(self) -> None:
         """Close the connection pool; callers still queued get a "cancelled" failure."""
@@ -228,14 +352,14 @@ class TeacherClient:
 
     # -- retry policy ---------------------------------------------------------------------------------
 
-    async def _call(self, path: str, body: dict[str, Any], parse: Parser) -> Result:
+    async def _call(self, path: str, body: dict[str, Any], parse: Parser, pref: _State | None = None) -> Result:
         if self._closed:
             raise RuntimeError("TeacherClient is closed")
         attempts = bad_responses = 0
         last: _State | None = None
         started = time.monotonic()
         while True:
-            st = await self._acquire(avoid=last)
+            st = await self._acquire(avoid=last, pref=pref)
             if st is None:  # closed while we were queued
                 return RequestFailure("cancelled", "client closed before the request was sent", None,
                                       last.ep.name if last else "", attempts, True)
@@ -249,7 +373,13 @@ class TeacherClient:
                 st.prompt_tokens += res.prompt_tokens
                 st.completion_tokens += res.completion_tokens
                 st.down_count, st.down_until = 0, 0.0
+                if not st.static:
+                    self._grow(st, res)
                 return res
+            if res.status in RETRY_AFTER_STATUSES:
+                st.throttled += 1
+                if not st.static:
+                    self._cut(st, res.sent)
             if res.kind == "bad_response":
                 bad_responses += 1
             delay = self._delay(attempts, res.retry_after)
@@ -281,10 +411,8 @@ class TeacherClient:
     async def _attempt(self, st: _State, path: str, body: dict[str, Any], parse: Parser,
                        attempts: int) -> Completion | _Fault:
         ep = st.ep
-        headers = {"Content-Type": "application/json"}
-        if ep.api_key:
-            headers["Authorization"] = f"Bearer {ep.api_key}"
-        payload = json.dumps({"model": ep.model, **body})
+        headers = st.headers
+        payload = _dumps({"model": ep.model, **body}).encode("ascii")  # bytes: aiohttp's lightest payload
         t0 = time.monotonic()
         try:
             async with self._session().post(ep.base_url + path, data=payload, headers=headers,
@@ -313,7 +441,9 @@ class TeacherClient:
         latency = time.monotonic() - t0
         status = resp.status
         if status != 200:
-            return _http_fault(ep.name, resp)
+            fault = _http_fault(ep.name, resp)
+            fault.sent = t0
+            return fault
         try:
             data = json.loads(resp.body)
             texts, finish = parse(data)
@@ -325,17 +455,17 @@ class TeacherClient:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             return _Fault("bad_response", f"unusable response from {ep.name}: {type(e).__name__}: {e}; "
                                           f"body starts {resp.text[:200]!r}", status, True)
-        return Completion(texts[0], finish, prompt_tokens, completion_tokens, ep.name, attempts, latency, texts,
-                          cached)
+        return Completion(texts[0], finish[0], prompt_tokens, completion_tokens, ep.name, attempts, latency, texts,
+                          cached, finish)
 
     # -- slots and dispatch ----------------------------------------------------------------------------
 
-    async def _acquire(self, avoid: _State | None) -> _State | None:
+    async def _acquire(self, avoid: _State | None, pref: _State | None = None) -> _State | None:
         """A slot on the least-loaded usable endpoint, waiting in FIFO order; None once closed."""
         loop = asyncio.get_running_loop()
         woken = False
         while not self._closed:
-            st, wait_s = self._pick(avoid)
+            st, wait_s = self._pick(avoid, pref)
             if st is not None and (woken or self._n_waiting == 0):  # no barging past queued callers
                 st.in_flight += 1
                 if self._n_waiting and self._has_capacity():
@@ -374,10 +504,11 @@ class TeacherClient:
         up = [s for s in self._states if s.down_until <= now]
         return up or self._states
 
-    def _pick(self, avoid: _State | None) -> tuple[_State | None, float | None]:
+    def _pick(self, avoid: _State | None, pref: _State | None = None) -> tuple[_State | None, float | None]:
         """(least-loaded endpoint with a free slot, None) or (None, seconds until a cool-down ends).
 
-        Ties go round robin; the endpoint a retry just failed on comes last.
+        Ties go round robin; the endpoint a retry just failed on comes last. `pref` (prefix routing) wins
+        while it has a free slot and is not clearly busier than the least-loaded one.
         """
         n = len(self._states)
         if n == 1:  # one server: no choice to make
@@ -395,10 +526,49 @@ class TeacherClient:
                 if best_key is None or key < best_key:
                     best, best_key = s, key
         if best is not None:
+            if (pref is not None and pref is not best and pref is not avoid and pref in usable
+                    and pref.in_flight < _limit(pref)
+                    and pref.in_flight <= best.in_flight + max(2, _limit(pref) // 4)):
+                pref.prefix_routed += 1
+                return pref, None
+            if best is pref:
+                pref.prefix_routed += 1
             self._rr = (best.index + 1) % n
             return best, None
         cooling = [s.down_until - now for s in self._states if s.down_until > now]
         return None, (min(cooling) if cooling and len(usable) < n else None)
+
+    def _preferred(self, key: str) -> _State | None:
+        """The endpoint `key` hashes to (rendezvous hashing: highest score of (key hash, endpoint salt))."""
+        if not self._prefix_routing or len(self._states) == 1:
+            return None
+        h = zlib.crc32(key.encode("utf-8", "surrogatepass"))
+        return max(self._states, key=lambda s: hash((h, s.salt)))
+
+    def _grow(self, st: _State, res: Completion) -> None:
+        """Additive increase, about +1 per round of replies, while latency per token holds; a latency far
+        above the best seen (the server queues) shrinks the limit instead, but not below the floor."""
+        if res.completion_tokens > 0 and res.latency_s > 0.05:
+            tpt = res.latency_s / res.completion_tokens
+            if st.tpt_base == 0.0 or tpt < st.tpt_base:
+                st.tpt_base = tpt
+            elif tpt > 3.0 * st.tpt_base:
+                if time.monotonic() - st.last_cut > res.latency_s:
+                    st.limit = max(st.floor, st.limit * 0.9)
+                    st.last_cut = time.monotonic()
+                return
+            else:
+                st.tpt_base += 0.01 * (tpt - st.tpt_base)  # drift with load, slowly
+        if st.in_flight + 1 >= int(st.limit):  # only grow a limit that is in use
+            st.limit = min(float(st.cap), st.limit + 1.0 / st.limit)
+
+    def _cut(self, st: _State, sent: float) -> None:
+        """Multiplicative decrease on 429/503, once per round: answers to requests sent before the last cut
+        were sent under the old limit and say nothing new."""
+        if sent and sent < st.last_cut:
+            return
+        st.limit = max(1.0, st.limit * 0.5)
+        st.last_cut = time.monotonic()
 
     def _has_capacity(self) -> bool:
         return any(s.in_flight < _limit(s) for s in self._usable(time.monotonic()))
@@ -483,14 +653,38 @@ def _as_text(value: Any) -> str:
     return value
 
 
-def _parse_chat(data: Any) -> tuple[tuple[str, ...], str | None]:
+def _parse_chat(data: Any) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
     choices = _choices(data)
-    return tuple(_as_text(c["message"].get("content")) for c in choices), choices[0].get("finish_reason")
+    return (tuple(_as_text(c["message"].get("content")) for c in choices),
+            tuple(c.get("finish_reason") for c in choices))
 
 
-def _parse_text(data: Any) -> tuple[tuple[str, ...], str | None]:
+def _parse_text(data: Any) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
     choices = _choices(data)
-    return tuple(_as_text(c["text"]) for c in choices), choices[0].get("finish_reason")
+    return tuple(_as_text(c["text"]) for c in choices), tuple(c.get("finish_reason") for c in choices)
+
+
+def _prefix_of(messages: list[dict]) -> str:
+    """The default prefix key: the system message(s) + the first PREFIX_CHARS characters of the first user one."""
+    system, user = "", ""
+    for m in messages:
+        role = m.get("role")
+        if role == "system" and not user:
+            system += str(m.get("content") or "")
+        elif role == "user":
+            content = m.get("content")
+            user = (content if isinstance(content, str) else json.dumps(content))[:PREFIX_CHARS]
+            break
+    return system + "\x00" + user
+
+
+def _props_slots(data: Any) -> int | None:
+    n = data.get("total_slots") if isinstance(data, dict) else None
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def _slots_count(data: Any) -> int | None:
+    return len(data) if isinstance(data, list) and data else None
 
 
 def _http_fault(name: str, resp: Reply) -> _Fault:
@@ -540,8 +734,11 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _limit(st: _State) -> int:
-    """One probe at a time to an endpoint that refused connections, until it answers again."""
-    return 1 if st.down_count else st.ep.max_in_flight
+    """One probe at a time to an endpoint that refused connections, until it answers again; else the static
+    max_in_flight, or the adaptive limit."""
+    if st.down_count:
+        return 1
+    return st.cap if st.static else max(1, int(st.limit))
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
