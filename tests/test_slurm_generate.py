@@ -38,7 +38,7 @@ def _cluster() -> None:
 # 128 tokens: room for a whole question and answer (at 64 the small model's replies are cut off and keep nothing).
 TINY = ["taxonomy.base=empty", "pipeline.sdg_scale_factor=1", "teacher.max_tokens=128",
         "taxonomy.documents.chunk_tokens=4000", "teacher.llama_cpp.n_threads=1", "generate.progress_interval_s=5",
-        "teacher.startup_timeout_s=300"]
+        "teacher.startup_timeout_s=300", "pipeline.max_overgeneration=1"]  # no top-ups: short leaves stay short
 JOB = ["cluster=slurm", "cluster.nodes=2", "cluster.gpus_per_node=1", "cluster.cpus_per_task=1", "cluster.mem_gb=1",
        "cluster.time_min=30", "cluster.allow_cpu_teacher=true"]  # llama.cpp stands in for vLLM on the fake GPUs
 
@@ -155,7 +155,8 @@ def _kinds_of_files(run: Path, stamp: str) -> set[str]:
     model's luck differs between two runs) and checked on their own."""
     return {str(p.relative_to(run)).replace(stamp, "<ds>") for p in run.rglob("*")
             if "journal" not in p.parts and p.name != "run.json" and "_train_msgs_" not in p.name
-            and not p.name.startswith("mmlubench_") and not p.name.endswith("_task.yaml")}  # >= 4 answers: luck too
+            and not p.name.startswith("mmlubench_") and not p.name.endswith("_task.yaml")  # >= 4 answers: luck too
+            and not p.name.startswith("dropped_")}  # audit files exist only when something was dropped: luck too
 
 
 def test_two_node_job_spreads_leaves_and_matches_a_local_run(env: Path, taxonomy: Path) -> None:
@@ -479,7 +480,7 @@ def test_a_judge_of_its_own_judges_on_every_node(env: Path, taxonomy: Path) -> N
         cfg = _cfg(env, taxonomy, "teacher=endpoint", f"teacher.endpoint_url={url}", "pipeline=full",
                    "judge=smollm2-135m-cpu", "judge.llama_cpp.n_threads=1", "judge.llama_cpp.n_parallel=2",
                    "judge.max_tokens=64", "judge.startup_timeout_s=300", f"cluster.job_dir={env / 'jobs'}",
-                   "generate.allow_empty=true")
+                   "generate.allow_empty=true", "pipeline.max_overgeneration=1")
         job = submit(cfg, log=lambda m: None)
         summary = result(job)
     assert summary.complete and summary.executor["kind"] == "ray", Path(job.paths.stdout).read_text()[-3000:]
@@ -491,4 +492,110 @@ def test_a_judge_of_its_own_judges_on_every_node(env: Path, taxonomy: Path) -> N
     assert manifest["structured_verdicts"] == sum(judged.values())  # llama.cpp took the verdict schema
     log = Path(job.paths.stdout).read_text()
     assert "judge 1" in log  # node 0 started its judge beside the teacher
+    _no_processes_left(str(job.job_id))
+
+
+class _SlowStandIn:
+    """The deterministic stand-in teacher, each chat reply held back `delay_s`: a run long enough to lose a
+    node in the middle of it."""
+
+    def __init__(self, delay_s: float) -> None:
+        import asyncio
+
+        from tests.standin_teacher import DeterministicStandInTeacher
+
+        self.teacher = DeterministicStandInTeacher()
+        fast = self.teacher._chat
+
+        async def slow(request):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(delay_s)
+            return await fast(request)
+
+        self.teacher._chat = slow  # type: ignore[method-assign]
+
+    def __enter__(self) -> str:
+        return self.teacher.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.teacher.__exit__(*exc)
+
+
+@pytest.mark.parametrize("leaf_targets", ["true", "false"])
+def test_a_node_lost_mid_run_costs_only_its_in_flight_work(env: Path, taxonomy: Path, leaf_targets: str) -> None:
+    """Mid-run the worker of a non-driver node is killed (SIGKILL, as the OOM killer would): the driver drops
+    that node, gives its in-flight units to the other, and the job completes; every unit is done exactly once
+    (what the dead node journaled stays done, nothing it had in flight is lost or run twice); run.json's
+    executor names the lost node. Both schedulers: leaf-level targets (single units) and work items."""
+    import signal
+
+    from sdg.launch.submit import result, submit
+
+    out = env / "out"
+    with _SlowStandIn(1.0) as url:
+        cfg = _cfg(env, taxonomy, "teacher=endpoint", f"teacher.endpoint_url={url}", f"cluster.job_dir={env / 'jobs'}",
+                   f"pipeline.leaf_targets={leaf_targets}", "cluster.slice_units=2", "pipeline.sdg_scale_factor=6")
+        job = submit(cfg, log=lambda m: None)
+        attempt = Path(job.paths.folder) / "sdg" / "attempt-0"
+        deadline = time.monotonic() + 300
+        while not (rdv := attempt / "rendezvous.json").exists():
+            assert not job.done() and time.monotonic() < deadline, job.stdout()
+            time.sleep(0.5)
+        driver = json.loads(rdv.read_text())["driver"]
+        victim = ({"node1", "node2"} - {driver}).pop()
+        # the victim has journaled work (it kept some units) and work is left for after its loss
+        while not (any(out.glob(f"*/journal/*.{victim}.jsonl")) and sum(_done_units(out).values()) >= 4):
+            assert not job.done() and time.monotonic() < deadline, job.stdout()
+            time.sleep(0.2)
+        pid = int((attempt / f"worker-{victim}.pid").read_text())
+        assert any(p.split()[0] == str(pid) for p in _job_processes(str(job.job_id))), "not a process of this job"
+        os.kill(pid, signal.SIGKILL)
+        killed_at = sum(_done_units(out).values())
+        summary = result(job)
+    log = Path(job.paths.stdout).read_text()
+    assert summary.complete, log[-3000:]
+    state = json.loads((_run_dir(out) / "run.json").read_text())
+    lost = state["executor"].get("lost_nodes", {})
+    assert list(lost) == [victim] and "worker died" in lost[victim], state["executor"]
+    assert f"node {victim} lost" in log
+    _check_complete(out)
+    assert sum(_done_units(out).values()) > killed_at  # the run went on after the loss
+    print(f"lost {victim} after {killed_at} units; per node {state['executor']['per_node']}; "
+          + next(ln for ln in log.splitlines() if f"node {victim} lost" in ln))
+    _no_processes_left(str(job.job_id))
+
+
+def test_a_node_whose_teacher_dies_is_dropped_and_the_job_completes(env: Path, tmp_path: Path) -> None:
+    """Mid-run the teacher server (llama.cpp) of a non-driver node is killed: that node's worker sees its server
+    gone (the watchdog of the node's own server processes) and reports it; the driver drops the node, its units
+    go to the driver's node, the job completes with every unit done once, and the lost node and why are in
+    run.json's executor. The node itself keeps waiting for the driver's end (no hang, no failed job)."""
+    import signal
+
+    from sdg.launch.submit import result, submit
+
+    out = env / "out"
+    tax = _changed_leaves(tmp_path / "tax", "compositional_skills/writing/freeform/haiku",
+                          "foundational_skills/reasoning/unit_conversion")
+    job = submit(_cfg(env, tax, f"cluster.job_dir={env / 'jobs'}", "taxonomy.base=main"), log=lambda m: None)
+    attempt = Path(job.paths.folder) / "sdg" / "attempt-0"
+    deadline = time.monotonic() + 400
+    while not (rdv := attempt / "rendezvous.json").exists():
+        assert not job.done() and time.monotonic() < deadline, job.stdout()
+        time.sleep(0.5)
+    victim = ({"node1", "node2"} - {json.loads(rdv.read_text())["driver"]}).pop()
+    while not any(out.glob(f"*/journal/*.{victim}.jsonl")):
+        assert not job.done() and time.monotonic() < deadline, job.stdout()
+        time.sleep(0.5)
+    (ep,) = json.loads((attempt / f"node-{victim}.json").read_text())["endpoints"]
+    assert any(p.split()[0] == str(ep["pid"]) for p in _job_processes(str(job.job_id))), "not a process of this job"
+    os.killpg(ep["pid"], signal.SIGKILL)  # the server's process group (it leads one)
+    summary = result(job)
+    log = Path(job.paths.stdout).read_text()
+    assert summary.complete, log[-3000:]
+    lost = json.loads((_run_dir(out) / "run.json").read_text())["executor"].get("lost_nodes", {})
+    assert list(lost) == [victim] and "teacher" in lost[victim], lost
+    _check_complete(out, nonempty=False)
+    victim_log = next(Path(job.paths.folder).glob("*_1_log.out")).read_text()
+    assert "this node's teacher is gone" in victim_log, victim_log[-2000:]
+    print(f"lost {victim}: {lost[victim]}")
     _no_processes_left(str(job.job_id))

@@ -81,6 +81,7 @@ class LeafScheduler:
             self._heap.append((0.0, i))
         heapq.heapify(self._heap)
         self._run_kept = self._run_asked = 0
+        self._returned: dict[int, list[Unit]] = {}  # leaf index -> units given back (a lost node's), sent first
         self.skipped: list[tuple[str, int]] = []  # (leaf id, units not needed) since the caller last drained it
 
     # -- what the journals already hold (a resume) -----------------------------------------------------
@@ -106,7 +107,7 @@ class LeafScheduler:
             led = self.leaves[i]
             if led.need <= 0:
                 heapq.heappop(self._heap)
-                skipped = max(0, led.planned - led.next_index)
+                skipped = max(0, led.planned - led.next_index) + len(self._returned.pop(i, ()))
                 led.not_needed += skipped
                 led.next_index = max(led.next_index, led.planned)
                 if skipped:
@@ -153,6 +154,21 @@ class LeafScheduler:
             self._parked.discard(i)
             heapq.heappush(self._heap, (-1.0, i))  # it waited: it goes first
         return kept
+
+    def give_back(self, unit: Unit) -> None:
+        """A unit taken but never run (its node was lost): out of its leaf's in-flight units, not counted as
+        asked or sent, and taken again before the leaf's next new unit (or counted "not needed" if the leaf
+        fills up meanwhile)."""
+        i = self._index(unit.leaf_id)
+        led = self.leaves[i]
+        if led.in_flight.pop(unit.id, None) is None:
+            return
+        led.asked -= unit.target
+        led.sent -= 1
+        self._returned.setdefault(i, []).append(unit)
+        self._parked.discard(i)
+        if all(j != i for _, j in self._heap):
+            heapq.heappush(self._heap, (-1.0, i))
 
     def shortfalls(self) -> dict[str, tuple[int, int, str]]:
         """Leaves that stopped short: leaf id -> (kept, target, why)."""
@@ -207,6 +223,8 @@ class LeafScheduler:
         """The leaf's next unit not done already (planned first, then top-ups while the budget lasts)."""
         lp = self.plan.leaves[led.index]
         done = self._done.get(led.leaf_id, set())
+        if self._returned.get(led.index):
+            return self._returned[led.index].pop(0)
         while True:
             index = led.next_index
             if index >= led.planned:

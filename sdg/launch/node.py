@@ -312,10 +312,23 @@ def node_main(cfg: SdgConfig, folder: str | Path | None = None, *, unwind_on_sig
                 write_json(files.node(env.name), replace(record, ip=env.ip, token=rdv["token"]).to_json())
                 log(f"joined ray head {rdv['address']} from {env.ip}; working until node 0 is done")
                 ray_down = ray_node
+                teacher_gone: list[str] = []
 
                 def head_alive() -> None:
                     if not ray_down.alive():
                         raise RendezvousError(f"this node's Ray worker exited (the head is gone?); log {ray_log}")
+                    # This node's teacher (or judge) dying loses this node only: its worker's requests fail, the
+                    # driver drops the node and gives its units to the others. Here: say so once, keep waiting
+                    # for the driver's end (leaving now would stop this node's Ray, which the run does not need).
+                    if not teacher_gone:
+                        for served in (endpoints, judge_endpoints):
+                            try:
+                                getattr(served, "check_alive", lambda: None)()
+                            except SdgError as exc:
+                                teacher_gone.append(str(exc))
+                                log(f"this node's teacher is gone ({str(exc).splitlines()[0]}); the driver drops "
+                                    "this node and the run goes on without it")
+                                break
 
                 done = wait_json(files.done, timeout_s=float("inf"), what="the driver's end",
                                  alive_check=head_alive, accept=lambda d: d.get("token") == rdv["token"])

@@ -5,6 +5,7 @@ the same prepare, run folder, journals and finish as a local run; only where uni
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -22,6 +23,15 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 IN_FLIGHT_PER_NODE = 2  # items queued at each node, so it never idles between two items
+LOST_WAIT_S = 60.0  # how long a lost node's killed worker may take to be gone
+
+
+class _NodeLost(Exception):
+    """A node's worker died, or its teacher did: the node is dropped, its work goes to the others."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name, self.reason = name, reason
 
 
 @dataclass
@@ -42,10 +52,35 @@ class RayExecutor:
     alive_check: Callable[[], None] = lambda: None
     details: Mapping[str, Any] = field(default_factory=dict)  # node name -> its GPUs and replicas
     per_node: dict[str, NodeShare] = field(default_factory=dict)
+    lost_nodes: dict[str, str] = field(default_factory=dict)  # node name -> why it was dropped mid-run
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "ray", "nodes": {n: dict(self.details.get(n, {})) for n in sorted(self.nodes)},
-                "per_node": {n: {"items": s.items, "units": s.units} for n, s in sorted(self.per_node.items())}}
+        out = {"kind": "ray", "nodes": {n: dict(self.details.get(n, {})) for n in sorted(self.nodes)},
+               "per_node": {n: {"items": s.items, "units": s.units} for n, s in sorted(self.per_node.items())}}
+        if self.lost_nodes:
+            out["lost_nodes"] = dict(sorted(self.lost_nodes.items()))
+        return out
+
+    def _lose(self, ray: Any, name: str, reason: str, actors: dict[str, Any], running: dict[Any, tuple]) -> list:
+        """Drop node `name` from this run: its worker is killed (so it journals nothing more) and waited for,
+        and what it had in flight comes back (the `running` values of its refs, removed from `running`).
+        NodeFailed when no node is left."""
+        self.lost_nodes[name] = reason
+        actor = actors.pop(name, None)
+        mine = [ref for ref, v in running.items() if v[0] == name]
+        if actor is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+            if mine:  # they end (RayActorError) once the process is gone; only then are its journals final
+                ray.wait(mine, num_returns=len(mine), timeout=LOST_WAIT_S)
+        back = [running.pop(ref) for ref in mine]
+        left = sorted(actors)
+        self.log(f"node {name} lost: {reason}; {len(back)} unit(s)/item(s) it had in flight go to "
+                 + (", ".join(left) if left else "no node"))
+        if not left:
+            raise NodeFailed("every node was lost: " + "; ".join(f"{n}: {r}" for n, r in sorted(self.lost_nodes.items()))
+                             + "; finished units are journaled: run the same job again to resume")
+        return back
 
     def execute(self, run: Any, done: Mapping[str, set[str]], progress: "Progress") -> RunStats:
         import ray
@@ -74,9 +109,34 @@ class RayExecutor:
         running: dict[Any, tuple[str, str]] = {}
 
         def hand_out(name: str) -> None:
-            if items:
+            if items and name in actors:
                 it = items.popleft()
-                running[actors[name].run.remote(it.leaf, list(it.units))] = (name, plan.leaves[it.leaf].leaf.id)
+                running[actors[name].run.remote(it.leaf, list(it.units))] = (name, plan.leaves[it.leaf].leaf.id, it)
+
+        def lost(exc: _NodeLost) -> None:
+            """The lost node's items go back to the queue, less the units it journaled done."""
+            for _, leaf_id, it in self._lose(ray, exc.name, exc.reason, actors, running):
+                lp = plan.leaves[it.leaf]
+                units = lp_units(it.leaf)
+                recs = _journaled(run, exc.name, lp.leaf.name, {units[i].id for i in it.units})
+                rest = tuple(i for i in it.units if units[i].id not in recs)
+                if len(rest) < it.size:
+                    part = _stats_of(recs.values())
+                    stats.merge(part)
+                    self.per_node[exc.name].units += part.units_done
+                    progress.advance(leaf_id, part)
+                if rest:
+                    items.appendleft(type(it)(it.leaf, rest))
+            for name in list(actors):
+                while sum(1 for v in running.values() if v[0] == name) < IN_FLIGHT_PER_NODE and items:
+                    hand_out(name)
+
+        unit_cache: dict[int, list] = {}
+
+        def lp_units(leaf: int) -> list:
+            if leaf not in unit_cache:
+                unit_cache[leaf] = list(plan.leaves[leaf].iter_units(plan.seed))
+            return unit_cache[leaf]
 
         for name in actors:
             for _ in range(IN_FLIGHT_PER_NODE):
@@ -86,8 +146,15 @@ class RayExecutor:
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             self.alive_check()
             for ref in ready:
-                name, leaf_id = running.pop(ref)
-                part = _result(ray, ref, name)
+                if ref not in running:
+                    continue  # a lost node's, given back already
+                name, leaf_id, _it = running[ref]
+                try:
+                    part = _result(ray, ref, name)
+                except _NodeLost as exc:
+                    lost(exc)
+                    continue
+                running.pop(ref)
                 stats.merge(part.stats)
                 share = self.per_node[name]
                 share.items += 1
@@ -152,9 +219,11 @@ class RayExecutor:
                 return home
             return best
 
+        given_back: set[str] = set()  # unit ids handed out again after their node was lost
+
         def fill() -> None:
             while any(load[n] < capacity[n] for n in names) and (unit := scheduler.take()) is not None:
-                if scheduler.is_topup(unit):
+                if scheduler.is_topup(unit) and unit.id not in given_back:
                     progress.extra_units(1)
                 name = node_for(unit)
                 running[actors[name].run_units.remote([unit])] = (name, unit)
@@ -162,15 +231,41 @@ class RayExecutor:
             for leaf_id, n in scheduler.drain_skipped():
                 progress.not_needed(leaf_id, n)
 
+        def lost(exc: _NodeLost) -> None:
+            """The lost node's units: the ones it journaled done count as finished (the dead worker's
+            journal line is the record; nothing runs them again), the others go back to the scheduler."""
+            back = self._lose(ray, exc.name, exc.reason, actors, running)
+            names.remove(exc.name)
+            load.pop(exc.name, None)
+            for _, unit in back:
+                recs = _journaled(run, exc.name, plan.leaves[scheduler._index(unit.leaf_id)].leaf.name, {unit.id})
+                if unit.id in recs:
+                    rec = recs[unit.id]
+                    scheduler.finish(unit, rec.rows, False)
+                    part = _stats_of([rec])
+                    stats.merge(part)
+                    self.per_node[exc.name].units += 1
+                    progress.advance(unit.leaf_id, part)
+                else:
+                    scheduler.give_back(unit)
+                    given_back.add(unit.id)
+
         t0 = time.monotonic()
         fill()
         while running:
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             self.alive_check()
             for ref in ready:
-                name, unit = running.pop(ref)
+                if ref not in running:
+                    continue  # a lost node's, given back already
+                name, unit = running[ref]
+                try:
+                    part = _result(ray, ref, name)
+                except _NodeLost as exc:
+                    lost(exc)
+                    continue
+                running.pop(ref)
                 load[name] -= 1
-                part = _result(ray, ref, name)
                 stats.merge(part.stats)
                 for uid, failed, rows in part.units:
                     scheduler.finish(unit, rows, failed)
@@ -187,14 +282,43 @@ class RayExecutor:
 
 
 def _result(ray: Any, ref: Any, name: str) -> Any:
-    """A worker's WorkerResult, or NodeFailed naming the node (finished units are journaled)."""
+    """A worker's WorkerResult; _NodeLost when the node's worker died or its teacher did (the node is dropped,
+    the run goes on without it); NodeFailed for any other error (a bug, a full disk: every node would hit it)."""
+    from sdg.errors import TeacherBroken, TeacherStartError
+
     try:
         return ray.get(ref)
     except ray.exceptions.RayActorError as exc:
-        raise NodeFailed(f"the worker on {name} died ({exc.__class__.__name__}); finished units are "
-                         "journaled: run the same job again to resume") from None
+        raise _NodeLost(name, f"its worker died ({exc.__class__.__name__})") from None
     except ray.exceptions.RayTaskError as exc:
         cause = exc.as_instanceof_cause()
+        if isinstance(cause, (TeacherStartError, TeacherBroken)):
+            orig = getattr(exc, "cause", None) or cause  # the worker's own exception (its message, not Ray's)
+            first = (str(orig).strip().splitlines() or [""])[0][:300]
+            raise _NodeLost(name, f"its teacher is gone ({type(orig).__name__}: {first})") from None
         if isinstance(cause, SdgError):
             raise NodeFailed(f"{name}: {cause}") from None
         raise NodeFailed(f"{name}: {exc}") from None
+
+
+def _journaled(run: Any, node: str, leaf_name: str, ids: set[str]) -> dict[str, Any]:
+    """The units of `ids` that node `node` journaled done (its own journal file of the leaf, read without
+    repairing: a torn last line is not a record) -> their records."""
+    from sdg.engine.journal import JournalStore, read_journal
+
+    path = JournalStore(run.folder.journal_dir, writer=node).path(leaf_name)
+    return {r.unit: r for r in read_journal(path, repair=False) if r.status == "done" and r.unit in ids}
+
+
+def _stats_of(records: Any) -> RunStats:
+    """What journaled units did, as the worker would have reported it."""
+    out = RunStats()
+    for r in records:
+        out.units_done += 1
+        out.samples += len(r.rows)
+        out.generated += r.generated
+        out.requests += r.requests
+        out.prompt_tokens += r.prompt_tokens
+        out.completion_tokens += r.completion_tokens
+        out.dropped.update(r.dropped)
+    return out

@@ -44,10 +44,16 @@ class GenerateJob:
     """What every task of the job runs. It has submitit's Checkpointable contract (a `checkpoint`
     method returning the call to make after a requeue) without importing submitit at module load."""
 
+    def __init__(self, offline: bool = False) -> None:
+        self.offline = offline  # the models were staged on the submit host: the nodes never reach the Hub
+
     def __call__(self, cfg: SdgConfig) -> Any:
         import submitit
 
         from sdg.launch.node import node_main
+
+        if getattr(self, "offline", False):  # (a job pickled before the attribute existed has none)
+            os.environ["HF_HUB_OFFLINE"] = "1"  # this node's servers (vLLM, llama.cpp) inherit it
 
         return node_main(cfg, submitit.JobEnvironment().paths.folder, unwind_on_sigterm=False)
 
@@ -92,6 +98,43 @@ def check_cluster(cfg: SdgConfig) -> None:
             "every node); cluster.allow_cpu_teacher=true runs the CPU teacher anyway")
 
 
+STAGE_LOCK = ".sdg-download.lock"
+
+
+def stage_models(cfg: SdgConfig, *, log: Callable[[str], None] = print) -> bool:
+    """Resolve the teacher's (and judge's) Hugging Face model (ORG/NAME) ONCE, here on the submit host, into its
+    `model_dir` (shared with the nodes: see docs/scaling.md), so N nodes never download it N times at once
+    and compute nodes need no network. A file lock (fcntl) on `<model_dir>/.sdg-download.lock` serializes
+    concurrent submissions that stage the same directory (a sweep, two users of a shared model_dir): the
+    second one finds the copy the first made. True when a model was staged: the job's nodes then run with
+    HF_HUB_OFFLINE=1 (they serve the staged copy, or say offline what is missing). Local paths and pkg:
+    weights are left to the nodes as before; a model that cannot be resolved here is a ModelError now,
+    before anything is queued."""
+    import fcntl
+
+    from sdg.teacher.models import parse_model_ref, resolve_model_path
+
+    staged = False
+    for t in (cfg.teacher, cfg.judge):
+        if t is None or t.backend not in ("vllm", "llama-cpp") or not t.model:
+            continue
+        if parse_model_ref(t.model).kind != "hf":
+            continue
+        model_dir = Path(t.model_dir).expanduser()
+        model_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        with open(model_dir / STAGE_LOCK, "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released on close, or when this process dies
+            try:
+                path = resolve_model_path(t.model, model_dir=model_dir, filename=t.filename, revision=t.revision)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        log(f"model {t.model} staged at {path} ({time.monotonic() - t0:.1f} s); the job's nodes run with "
+            "HF_HUB_OFFLINE=1")
+        staged = True
+    return staged
+
+
 def make_executor(cfg: SdgConfig, folder: Path | None = None) -> Any:
     """A submitit executor for `cfg.cluster` writing its files under `<job_dir>/<job id>`."""
     from sdg.launch.cluster_plan import executor_parameters
@@ -114,10 +157,11 @@ def submit(cfg: SdgConfig, *, folder: Path | None = None, log: Callable[[str], N
     if cfg.generate.dry_run:
         raise ConfigError("generate.dry_run runs here, not on the cluster: drop cluster=slurm for --dry-run")
     check_cluster(cfg)
+    offline = stage_models(cfg, log=log)
     executor = make_executor(cfg, folder)
     # The job folder (and so the rendezvous files) must be the same for every node: resolve it now.
     cfg = replace(cfg, cluster=replace(cfg.cluster, job_dir=str(Path(folder or cfg.cluster.job_dir).expanduser().absolute())))
-    job = executor.submit(GenerateJob(), cfg)
+    job = executor.submit(GenerateJob(offline=offline), cfg)
     c = cfg.cluster
     log(f"submitted Slurm job {job.job_id}: {c.nodes} node(s) x {c.gpus_per_node} GPU(s), teacher "
         f"{cfg.teacher.name}, outputs under {cfg.generate.output_dir}")

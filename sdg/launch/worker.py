@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +30,36 @@ class WorkerResult:
     units: list = field(default_factory=list)  # (unit id, failed, kept rows) per unit run (run_units)
 
 
+def _started(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat), or None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+class _NodeServers(list):
+    """This node's endpoints (its node record's) that can say whether the servers behind them live: they are
+    processes of this node's `sdg jobs node`, on this machine, so their pids (with their start times, against
+    reuse) tell. The engine's watchdog calls `check_alive`; a dead server loses this node at once instead of
+    after the breaker's retries."""
+
+    def __init__(self, endpoints: Sequence[Any], role: str) -> None:
+        super().__init__(endpoints)
+        self._procs = [(e, e.pid, _started(e.pid)) for e in endpoints if getattr(e, "pid", None)]
+        self._role = role
+
+    def check_alive(self) -> None:
+        from sdg.errors import TeacherStartError
+
+        for e, pid, started in self._procs:
+            if started is not None and _started(pid) != started:
+                raise TeacherStartError(f"this node's {self._role} server ({e.backend}, pid {pid}) exited; "
+                                        f"log: {e.log_path}")
+
+
 class NodeWorker:
     """Runs slices of the plan on one node (create it with Ray, pinned by its `sdg_node_<name>` resource)."""
 
@@ -44,13 +75,17 @@ class NodeWorker:
         if not data or "endpoints" not in data:
             raise RendezvousError(f"node {node}: its record {record} has no endpoints")
         rec = NodeRecord.from_json(data)
-        self.endpoints, self.judge_endpoints = list(rec.endpoints), list(rec.judge_endpoints)
+        self.endpoints = _NodeServers(rec.endpoints, "teacher")
+        self.judge_endpoints = _NodeServers(rec.judge_endpoints, "judge")
         self.pipelines = load_pipelines(cfg, {lp.kind for lp in plan.leaves})
         self.journals = JournalStore(Path(run_dir) / "journal", writer=node)
         self._units: dict[int, list[Unit]] = {}
         self._session: Any = None
         self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
+        self._lost: BaseException | None = None  # this node's teacher died: every later call says so at once
+        with contextlib.suppress(OSError):  # who to look for when this node's worker is gone (tests, operators)
+            (Path(record).parent / f"worker-{node}.pid").write_text(f"{os.getpid()}\n")
 
     def _leaf_units(self, leaf: int) -> list[Unit]:
         if leaf not in self._units:
@@ -72,8 +107,8 @@ class NodeWorker:
         from sdg.engine.session import run_slice
 
         all_units = self._leaf_units(leaf)
-        stats = await run_slice(await self._open(), self.plan, self.pipelines, self.journals,
-                                [all_units[i] for i in units])
+        stats = await self._guarded(run_slice(await self._open(), self.plan, self.pipelines, self.journals,
+                                              [all_units[i] for i in units]))
         return WorkerResult(self.node, leaf, stats)
 
     async def run_units(self, units: Sequence[Unit]) -> WorkerResult:
@@ -82,9 +117,30 @@ class NodeWorker:
         from sdg.engine.session import run_slice
 
         outcomes: list = []
-        stats = await run_slice(await self._open(), self.plan, self.pipelines, self.journals, list(units),
-                                outcomes=outcomes)
+        stats = await self._guarded(run_slice(await self._open(), self.plan, self.pipelines, self.journals,
+                                              list(units), outcomes=outcomes))
         return WorkerResult(self.node, -1, stats, outcomes)
+
+    async def _guarded(self, work: Any) -> Any:
+        """`work`, unless this node's teacher is gone: its server died or stopped answering (the watchdog's
+        TeacherStartError, the breaker's TeacherBroken). That loses this node, not the job: the error goes back
+        to the driver, which drops the node and gives its units to the others; every later call on this worker
+        raises the same at once rather than journal anything more."""
+        from sdg.errors import TeacherBroken, TeacherStartError
+
+        if self._lost is not None:
+            work.close()
+            raise self._lost
+        try:
+            out = await work
+            # units whose requests failed because this node's server just died come back "failed": not a
+            # result to keep (the driver would not redo them this run) but this node lost
+            self.endpoints.check_alive()
+            self.judge_endpoints.check_alive()
+            return out
+        except (TeacherStartError, TeacherBroken) as exc:
+            self._lost = exc
+            raise
 
     async def close(self) -> str:
         """Flush and close this node's journals and its client (call before the outputs are written)."""
