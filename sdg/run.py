@@ -15,6 +15,7 @@ a Slurm job all call it (the job passes its RayExecutor), so a run started anywh
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import platform
 import subprocess
@@ -52,13 +53,16 @@ class DryRun:
     output_tokens: int
     estimate_s: float | None
     by_kind: Mapping[str, int]
+    topup_factor: float = 1.0  # leaf-level targets: short leaves may ask for up to this many times their target
 
     def describe(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.by_kind.items()))
         eta = fmt_duration(self.estimate_s) if self.estimate_s else "unknown (set teacher.throughput_tok_s)"
+        topups = (f" (short leaves may be topped up to {self.topup_factor:g}x that: pipeline.max_overgeneration)"
+                  if self.topup_factor > 1 else "")
         return (f"plan: {len(self.plan.leaves)} leaves ({kinds}); {self.plan.units} units; target "
                 f"{self.plan.target_samples} samples (scale factor {self.plan.scale}); at most {self.requests} "
-                f"requests and {self.output_tokens} output tokens; estimated time {eta}")
+                f"requests and {self.output_tokens} output tokens for the planned units{topups}; estimated time {eta}")
 
 
 @dataclass
@@ -130,6 +134,8 @@ def prepare(cfg: SdgConfig, *, log: Log = print) -> Run:
                      seed=cfg.generate.seed)
     pipelines = load_pipelines(cfg, {lp.kind for lp in plan.leaves})
     dry = estimate(plan, pipelines, cfg.teacher)
+    if cfg.pipeline.leaf_targets:
+        dry = dataclasses.replace(dry, topup_factor=cfg.pipeline.max_overgeneration)
     log(dry.describe())
     # What shapes the data, not where it is served: a restarted server or a requeued job on a new port resumes.
     t = cfg.teacher
