@@ -35,7 +35,7 @@ BUILD_MODEL = ROOT / "scripts" / "build_tiny_model.py"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")  # module scope: checked before the tiny_model fixture builds
 def _needs() -> None:
     require_slurm(nodes=1)
     if not VLLM_PYTHON.exists():
@@ -46,7 +46,7 @@ def _needs() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(_needs: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-model") / "tiny-llama"
     r = subprocess.run([str(VLLM_PYTHON), str(BUILD_MODEL), str(out)], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
