@@ -80,6 +80,7 @@ class LeafScheduler:
                                           max(1.0, max_overgeneration) * lp.target_samples))
             self._heap.append((0.0, i))
         heapq.heapify(self._heap)
+        self._by_id = {led.leaf_id: led.index for led in self.leaves}
         self._run_kept = self._run_asked = 0
         self._returned: dict[int, list[Unit]] = {}  # leaf index -> units given back (a lost node's), sent first
         self.skipped: list[tuple[str, int]] = []  # (leaf id, units not needed) since the caller last drained it
@@ -196,8 +197,6 @@ class LeafScheduler:
     # -- inside ----------------------------------------------------------------------------------------
 
     def _index(self, leaf_id: str) -> int:
-        if not hasattr(self, "_by_id"):
-            self._by_id = {led.leaf_id: led.index for led in self.leaves}
         return self._by_id[leaf_id]
 
     def _count(self, leaf_id: str, rows: Iterable[dict]) -> int:
