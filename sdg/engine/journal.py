@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+import orjson
+
 from sdg.errors import JournalError
 from sdg.pipeline.types import UnitResult
 
@@ -54,6 +56,15 @@ def record_of(unit_id: str, result: UnitResult) -> dict[str, Any]:
             **({"dropped_rows": [list(d) for d in result.dropped_rows]} if result.dropped_rows else {})}
 
 
+def _line(record: dict[str, Any]) -> bytes:
+    """One journal line, UTF-8. orjson (a quarter of the stdlib's time: the journal was a tenth of the engine's
+    CPU); the stdlib for what orjson refuses (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return json.dumps(record, ensure_ascii=False, default=str).encode("utf-8") + NL
+
+
 def _factored(rows: list[dict]) -> dict[str, Any]:
     """{"rows": rows}, or, when the rows share columns, {"columns", "common", "rows" without them}."""
     if len(rows) < 2:
@@ -77,7 +88,10 @@ def _rows_of(obj: dict[str, Any]) -> tuple[dict, ...]:
 
 
 def _record(line: bytes) -> UnitRecord:
-    obj = json.loads(line)
+    try:
+        obj = orjson.loads(line)
+    except ValueError:  # NaN from the stdlib's json (older journals), or a torn line: the stdlib decides
+        obj = json.loads(line)
     return UnitRecord(obj["unit"], obj["status"], _rows_of(obj), int(obj.get("generated", 0)),
                       dict(obj.get("dropped", {})), tuple(obj.get("errors", ())), int(obj.get("requests", 0)),
                       int(obj.get("prompt_tokens", 0)), int(obj.get("completion_tokens", 0)), float(obj.get("t", 0.0)),
@@ -158,7 +172,7 @@ class JournalStore:
     root: Path
     writer: str = ""
     problems: list[str] = field(default_factory=list)  # damaged lines skipped while reading
-    _files: dict[str, IO[str]] = field(default_factory=dict)
+    _files: dict[str, IO[bytes]] = field(default_factory=dict)
     _last_sync: float = 0.0
 
     def path(self, leaf_name: str) -> Path:
@@ -186,8 +200,8 @@ class JournalStore:
             if f is None:
                 self.root.mkdir(parents=True, exist_ok=True)
                 repair_tail(self.path(leaf_name))  # a previous attempt of this writer may have torn its last line
-                f = self._files[leaf_name] = open(self.path(leaf_name), "a", encoding="utf-8")
-            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                f = self._files[leaf_name] = open(self.path(leaf_name), "ab")
+            f.write(_line(record))
             f.flush()
             now = time.monotonic()
             if now - self._last_sync > FSYNC_EVERY_S:

