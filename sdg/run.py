@@ -83,8 +83,9 @@ class Run:
     executor: dict[str, Any] = field(default_factory=dict)  # the executor's own description
 
 
-def select_leaves(cfg: SdgConfig, *, log: Log) -> list[Leaf]:
-    """Changed leaves of the taxonomy, validated and typed, knowledge ones with their chunks."""
+def changed_leaves(cfg: SdgConfig, *, log: Log) -> list[Leaf]:
+    """Changed leaves of the taxonomy, validated and typed; knowledge ones without their documents yet (what
+    a Slurm submission stages before queueing: sdg.launch.submit.stage_documents)."""
     from sdg.taxonomy.api import diff_taxonomy
 
     root = Path(cfg.taxonomy.path).expanduser()
@@ -100,10 +101,14 @@ def select_leaves(cfg: SdgConfig, *, log: Log) -> list[Leaf]:
     if not report.diff.changed:
         raise NothingToGenerate(f"no new or changed leaves in {root} against '{report.diff.base}'; commit "
                                 "changes on a branch, or pass --taxonomy-base empty to generate for every leaf")
-    leaves = [leaf_from(r) for r in report.validation.files]
+    return [leaf_from(r) for r in report.validation.files]
+
+
+def select_leaves(cfg: SdgConfig, *, log: Log) -> list[Leaf]:
+    """Changed leaves of the taxonomy, validated and typed, knowledge ones with their chunks."""
     docs = cfg.taxonomy.documents
-    return [with_chunks(leaf, Path(docs.cache_dir), docs.chunk_tokens, docs.chunk_overlap_tokens)
-            if isinstance(leaf, KnowledgeLeaf) else leaf for leaf in leaves]
+    return [with_chunks(leaf, Path(docs.cache_dir).expanduser(), docs.chunk_tokens, docs.chunk_overlap_tokens)
+            if isinstance(leaf, KnowledgeLeaf) else leaf for leaf in changed_leaves(cfg, log=log)]
 
 
 def load_pipelines(cfg: SdgConfig, kinds: set[str]) -> dict[str, Any]:

@@ -44,16 +44,20 @@ class GenerateJob:
     """What every task of the job runs. It has submitit's Checkpointable contract (a `checkpoint`
     method returning the call to make after a requeue) without importing submitit at module load."""
 
-    def __init__(self, offline: bool = False) -> None:
+    def __init__(self, offline: bool = False, documents_staged: bool = False) -> None:
         self.offline = offline  # the models were staged on the submit host: the nodes never reach the Hub
+        self.documents_staged = documents_staged  # so were the knowledge documents: the nodes clone none
 
     def __call__(self, cfg: SdgConfig) -> Any:
         import submitit
 
         from sdg.launch.node import node_main
+        from sdg.taxonomy.documents import OFFLINE_ENV
 
         if getattr(self, "offline", False):  # (a job pickled before the attribute existed has none)
             os.environ["HF_HUB_OFFLINE"] = "1"  # this node's servers (vLLM, llama.cpp) inherit it
+        if getattr(self, "documents_staged", False):
+            os.environ[OFFLINE_ENV] = "1"  # a document missing from the cache is an error, not a clone
 
         return node_main(cfg, submitit.JobEnvironment().paths.folder, unwind_on_sigterm=False)
 
@@ -135,6 +139,36 @@ def stage_models(cfg: SdgConfig, *, log: Callable[[str], None] = print) -> bool:
     return staged
 
 
+def stage_documents(cfg: SdgConfig, *, log: Callable[[str], None] = print) -> int:
+    """Fetch the knowledge documents of every leaf the job will generate, ONCE, here on the submit host, into
+    `taxonomy.documents.cache_dir` (shared with the nodes: see docs/scaling.md), at the commit each qna.yaml
+    pins and within the document policy, so the job's nodes need no network (nor credentials) for them:
+    the job runs with SDG_DOCUMENTS_OFFLINE=1, where a document missing from the cache is an error that
+    says to submit again. The leaves are the run's own selection (sdg.run.changed_leaves: the same diff and
+    validation node 0 plans from), and each is read and chunked as the run will (`with_chunks`), so every
+    document error (unreachable repo, missing commit, nothing matched, a cap) is a DocumentError naming the
+    leaf now, before anything is queued. Returns how many knowledge leaves were staged."""
+    from sdg.errors import DocumentError
+    from sdg.run import changed_leaves
+    from sdg.taxonomy.leaves import KnowledgeLeaf, with_chunks
+
+    docs = cfg.taxonomy.documents
+    cache = Path(docs.cache_dir).expanduser()
+    t0 = time.monotonic()
+    knowledge = [leaf for leaf in changed_leaves(cfg, log=log) if isinstance(leaf, KnowledgeLeaf)]
+    for leaf in knowledge:
+        try:
+            with_chunks(leaf, cache, docs.chunk_tokens, docs.chunk_overlap_tokens)
+        except DocumentError as exc:
+            if leaf.path in str(exc):
+                raise
+            raise type(exc)(f"knowledge leaf {leaf.path}: {exc}") from None
+    if knowledge:
+        log(f"documents of {len(knowledge)} knowledge leaf(s) staged in {cache} ({time.monotonic() - t0:.1f} s); "
+            "the job's nodes read them from there and fetch none")
+    return len(knowledge)
+
+
 def make_executor(cfg: SdgConfig, folder: Path | None = None) -> Any:
     """A submitit executor for `cfg.cluster` writing its files under `<job_dir>/<job id>`."""
     from sdg.launch.cluster_plan import executor_parameters
@@ -157,11 +191,15 @@ def submit(cfg: SdgConfig, *, folder: Path | None = None, log: Callable[[str], N
     if cfg.generate.dry_run:
         raise ConfigError("generate.dry_run runs here, not on the cluster: drop cluster=slurm for --dry-run")
     check_cluster(cfg)
+    stage_documents(cfg, log=log)  # before the model: a taxonomy or document error costs no download
     offline = stage_models(cfg, log=log)
     executor = make_executor(cfg, folder)
-    # The job folder (and so the rendezvous files) must be the same for every node: resolve it now.
-    cfg = replace(cfg, cluster=replace(cfg.cluster, job_dir=str(Path(folder or cfg.cluster.job_dir).expanduser().absolute())))
-    job = executor.submit(GenerateJob(offline=offline), cfg)
+    # The job folder (and so the rendezvous files) and the documents cache must be the same for every node:
+    # resolve them now.
+    docs = replace(cfg.taxonomy.documents, cache_dir=str(Path(cfg.taxonomy.documents.cache_dir).expanduser().absolute()))
+    cfg = replace(cfg, cluster=replace(cfg.cluster, job_dir=str(Path(folder or cfg.cluster.job_dir).expanduser().absolute())),
+                  taxonomy=replace(cfg.taxonomy, documents=docs))
+    job = executor.submit(GenerateJob(offline=offline, documents_staged=True), cfg)
     c = cfg.cluster
     log(f"submitted Slurm job {job.job_id}: {c.nodes} node(s) x {c.gpus_per_node} GPU(s), teacher "
         f"{cfg.teacher.name}, outputs under {cfg.generate.output_dir}")

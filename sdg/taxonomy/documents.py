@@ -576,11 +576,22 @@ def _clone_into(work: Path, source: DocumentSource, git: _Runner) -> tuple[str, 
     return sha, notes
 
 
+OFFLINE_ENV = "SDG_DOCUMENTS_OFFLINE"
+
+
+def documents_offline() -> bool:
+    """True where documents must come from the cache only: the nodes of a Slurm job whose documents the
+    submit host staged (sdg.launch.submit.stage_documents sets SDG_DOCUMENTS_OFFLINE=1 in the job)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def checkout_documents(source: DocumentSource, cache_dir: Path, policy: DocumentPolicy | None = None, *,
                        leaf: str = "") -> Path:
     """Fetch `source.repo` at `source.commit` into the cache, or reuse a complete earlier checkout.
 
     `policy` (default: the default policy, https and ssh only) decides whether the source may be fetched.
+    With SDG_DOCUMENTS_OFFLINE=1 (`documents_offline`) only the cache is read: a checkout missing there is
+    a DocumentError saying so, never a clone.
     """
     policy = policy or DocumentPolicy()
     kind = check_source(source.repo, source.commit, policy, leaf=leaf)
@@ -589,6 +600,14 @@ def checkout_documents(source: DocumentSource, cache_dir: Path, policy: Document
     target = cache_dir / cache_key(source)
     if _is_complete(target):
         return target
+    if documents_offline():
+        where = f"knowledge leaf {leaf}: " if leaf else ""
+        raise DocumentError(
+            f"{where}the documents of {_display_url(source.repo)}@{source.commit} are not staged in {cache_dir}, "
+            f"and this process does not fetch documents ({OFFLINE_ENV}=1: a Slurm job whose documents were fetched "
+            "on the submit host). Submit again: the submission fetches them into taxonomy.documents.cache_dir, "
+            "which must be the same directory on the submit host and every node (a shared file system)"
+        )
     git = _Runner((_GIT_PROTOCOL[kind],), follow_redirects=not policy.hosts)
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=cache_dir))

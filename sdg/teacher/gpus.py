@@ -22,8 +22,26 @@ def _ids(value: str) -> list[str]:
     return [v for v in re.split(r"[,\s]+", value.strip()) if v]
 
 
+def in_slurm_step(env: Mapping[str, str]) -> bool:
+    """Inside an `srun` job step (not the batch script itself, which has no SLURM_STEP_ID)."""
+    return bool(env.get("SLURM_STEP_ID", "").strip())
+
+
 def visible_gpus(env: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
-    """(GPU ids, where that came from). CUDA_VISIBLE_DEVICES wins, then Slurm's allocation."""
+    """(GPU ids, where that came from), as CUDA numbers them in this process.
+
+    CUDA_VISIBLE_DEVICES wins: Slurm sets it for the step (or task) with the numbers CUDA uses there: the
+    node's absolute ids without a cgroup device constraint, 0..n-1 with one (TaskPlugin=task/cgroup +
+    ConstrainDevices=yes), per task with --gpus-per-task. Without it, Slurm's own lists (SLURM_STEP_GPUS in
+    a step, SLURM_JOB_GPUS in the batch script) are ABSOLUTE ids; under a device constraint CUDA sees the
+    step's GPUs as 0..n-1, so their count is used. A step that was given no GPUs (srun --gres=none inside a
+    job that has some) has neither CUDA_VISIBLE_DEVICES nor SLURM_STEP_GPUS: the job's list is not its own.
+    """
+    if "CUDA_VISIBLE_DEVICES" not in env and "SLURM_STEP_GPUS" not in env and "SLURM_JOB_GPUS" in env \
+            and in_slurm_step(env):
+        return (), (f"this Slurm step (SLURM_STEP_ID={env['SLURM_STEP_ID']}) was given no GPUs; the job's "
+                    f"SLURM_JOB_GPUS={env['SLURM_JOB_GPUS']} are not the step's: leave GPU options off srun "
+                    "(the step gets the job's) or ask for them (srun --gres=gpu:N)")
     for var in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
         if var in env:
             value = env[var]
