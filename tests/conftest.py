@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns_support import two_machines  # noqa: F401  (a fixture: two network namespaces)
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",

@@ -49,10 +49,10 @@ class DeterministicStandInTeacher:
     counts the chat completions answered."""
 
     def __init__(self, host: str = "127.0.0.1", mode: str = "ok",
-                 pairs: list[tuple[str, str]] | None = None) -> None:
+                 pairs: list[tuple[str, str]] | None = None, port: int = 0) -> None:
         """`pairs`: (question, answer) templates every generation reply holds instead of the default five
         (`{key}` is the prompt's hash): a corpus planted with known duplicates and copies."""
-        self.host, self.port, self.requests, self.mode = host, 0, 0, mode
+        self.host, self.port, self.requests, self.mode = host, port, 0, mode
         self.pairs = pairs
         self.judge_requests = 0
         self.schema_requests = 0
@@ -98,7 +98,7 @@ class DeterministicStandInTeacher:
                         web.get("/v1/health", self._ok), web.get("/v1/models", self._ok)])
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
