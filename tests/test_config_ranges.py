@@ -125,7 +125,7 @@ def test_an_odd_string_value_stays_on_one_line() -> None:
 @pytest.mark.parametrize("overrides", [
     ["teacher.port=0"], ["teacher.port=65535"], ["generate.error_rate_limit=0"], ["generate.error_rate_limit=1"],
     ["teacher.llama_cpp.n_gpu_layers=-1"], ["teacher.llama_cpp.n_threads=-1"], ["cluster.mem_gb=0"],
-    ["cluster.slice_units=0"], ["cluster.gpus_per_node=0"], ["teacher.max_retries=0"],
+    ["cluster.gpus_per_node=0"], ["teacher.max_retries=0"],
     ["taxonomy.documents.chunk_tokens=300", "taxonomy.documents.chunk_overlap_tokens=299"],
     ["taxonomy.documents.chunk_overlap_tokens=0"],
     ["teacher.max_tokens=8191"],

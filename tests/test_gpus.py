@@ -24,6 +24,11 @@ def test_visible_gpus_sources() -> None:
     assert visible_gpus({"SLURM_JOB_GPUS": "4,5,6"})[0] == ("0", "1", "2")
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""})[0] == ()
     assert visible_gpus({})[0] == ()
+    # a step started with `srun --gres=none` in a job that has GPUs: Slurm drops CUDA_VISIBLE_DEVICES and
+    # SLURM_STEP_GPUS but keeps the job's list, which is not the step's
+    gpus, source = visible_gpus({"SLURM_JOB_GPUS": "0,1", "SLURM_STEP_ID": "3"})
+    assert gpus == () and "SLURM_STEP_ID=3" in source and "given no GPUs" in source
+    assert visible_gpus({"SLURM_JOB_GPUS": "0,1"})[0] == ("0", "1")  # the batch script itself: the job's
 
 
 def test_tensor_parallel_two_on_one_gpu_is_refused_clearly() -> None:

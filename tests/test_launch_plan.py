@@ -13,9 +13,8 @@ import pytest
 
 from sdg.config.compose import compose_config, to_object
 from sdg.config.schema import ClusterConfig, TeacherConfig
-from sdg.engine.plan import make_plan
 from sdg.errors import ConfigError
-from sdg.launch.cluster_plan import executor_parameters, node_teacher, work_items
+from sdg.launch.cluster_plan import executor_parameters, node_teacher
 from sdg.launch.rendezvous import AttemptFiles, RendezvousError, read_json, wait_json, write_json
 from sdg.taxonomy.leaves import FreeformSkillLeaf, SkillSeed
 from sdg.teacher.gpus import GpuPlanError, node_plan
@@ -119,24 +118,6 @@ def _leaf(name: str, seeds: int) -> FreeformSkillLeaf:
     return FreeformSkillLeaf(id=f"compositional_skills->{name}", name=name, path=f"compositional_skills/{name}/qna.yaml",
                              created_by="t", version=3, task_description="d",
                              seeds=tuple(SkillSeed(f"q{i} {name}", f"a{i}") for i in range(seeds)))
-
-
-def test_work_items_cover_pending_units_once() -> None:
-    plan = make_plan([_leaf("big", 40), _leaf("small", 5)], scale=1)
-    all_ids = {(li, u.id) for li, lp in enumerate(plan.leaves) for u in lp.iter_units(plan.seed)}
-    items = work_items(plan, {}, nodes=2)  # 45 units, 2 nodes x 4 items -> slices of 6
-    assert max(it.size for it in items) == 6 and len(items) == 7 + 1
-    seen = [(it.leaf, i) for it in items for i in it.units]
-    assert len(seen) == len(set(seen)) == 45
-    units = {li: list(plan.leaves[li].iter_units(plan.seed)) for li in (0, 1)}
-    assert {(li, units[li][i].id) for li, i in seen} == all_ids
-    assert [it.size for it in items] == sorted((it.size for it in items), reverse=True)
-    # done units are not handed out again; explicit slice size; a finished plan has no work
-    done = {plan.leaves[0].leaf.id: [u.id for u in units[0][:30]]}
-    rest = work_items(plan, done, nodes=2, slice_units=100)
-    assert [(it.leaf, it.size) for it in rest] == [(0, 10), (1, 5)]
-    everything = {lp.leaf.id: [u.id for u in lp.iter_units(plan.seed)] for lp in plan.leaves}
-    assert work_items(plan, everything, nodes=3) == []
 
 
 def test_rendezvous_files(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from sdg.engine.leaf_targets import LeafScheduler, scheduler_for
+from sdg.engine.leaf_targets import LeafScheduler, PlannedUnits, scheduler_for
 from sdg.engine.plan import LeafPlan, Plan, Unit
 from sdg.pipeline.inputs import LEAF_NEED
 
@@ -80,6 +80,28 @@ def test_a_leaf_short_after_its_filters_gets_top_ups_within_the_budget() -> None
     assert (kept, target) == (0, 4) and "max_overgeneration" in why
 
 
+def test_top_ups_go_in_waves_not_one_at_a_time() -> None:
+    """Once the planned units are back, a leaf far short sends several top-ups at once (as many as its yield
+    says it needs, within the budget): one at a time would leave a many-slot teacher nearly idle."""
+    plan = _plan(8, (4,))  # target 32 in 8 units
+    sched = LeafScheduler(plan, {}, max_overgeneration=3.0)
+    most_at_once = 0
+    running: list[Unit] = []
+    while True:
+        while (unit := sched.take()) is not None:
+            running.append(unit)
+        if not running:
+            break
+        if any(sched.is_topup(u) for u in running):
+            most_at_once = max(most_at_once, sum(sched.is_topup(u) for u in running))
+            assert not any(not sched.is_topup(u) for u in running)  # top-ups start once the planned units are back
+        unit = running.pop(0)
+        sched.finish(unit, [{"question": f"{unit.id}-{k}"} for k in range(1)], False)  # a quarter of what is asked
+    led = sched.leaves[0]
+    assert led.topups > 4 and most_at_once >= 4, (led.topups, most_at_once)
+    assert led.asked <= 3 * 32
+
+
 @dataclass
 class _Journal:
     """What a run journaled: done units' rows by leaf name (JournalStore.load's shape)."""
@@ -111,6 +133,33 @@ def test_a_resumed_run_sends_the_same_units_and_keeps_the_same_count() -> None:
 
 
 @pytest.mark.slow
+def test_without_targets_every_pending_planned_unit_once_and_a_lost_nodes_units_first() -> None:
+    """PlannedUnits (pipeline.leaf_targets=false behind the scheduler's interface, the Ray executor's feed):
+    each pending planned unit once in the plan's order, its own share asked (no `_leaf_need`), nothing
+    skipped or added; units given back (a lost node's) go out again before any new one."""
+    plan = _plan(4, (2, 3), leaves=2)
+    everything = list(plan.iter_units())
+    done = {"leaf0": {everything[0].id, everything[5].id}}
+    sched = PlannedUnits(plan, done)
+    first = [sched.take(), sched.take(), sched.take()]
+    assert not sched.finished
+    sched.give_back(first[1])
+    again = sched.take()
+    assert again is first[1]
+    assert sched.finish(first[0], [{}, {}], False) == 2 and sched.finish(again, [{}], True) == 0
+    sched.finish(first[2], [{}], False)
+    rest = []
+    while (unit := sched.take()) is not None:
+        rest.append(unit)
+        assert not sched.finished
+        sched.finish(unit, [{}] * unit.target, False)
+    sent = [first[0], first[1], first[2], *rest]
+    pending = [u for u in everything if u.id not in done.get(u.leaf_id, ())]
+    assert [u.id for u in sent] == [u.id for u in pending]
+    assert all(LEAF_NEED not in u.row and u.row["target_samples"] == u.target for u in sent)
+    assert sched.finished and sched.drain_skipped() == [] and not any(sched.is_topup(u) for u in sent)
+
+
 def test_a_real_run_keeps_its_target_with_fewer_requests(tmp_path: Path) -> None:
     """The stand-in answers every request with 5 pairs: asked for 1 (scale 1), the old rule kept 1 and dropped 4
     per unit; with leaf targets a leaf fills from its first units and sends no more."""

@@ -520,12 +520,14 @@ class _SlowStandIn:
         self.teacher.__exit__(*exc)
 
 
-@pytest.mark.parametrize("leaf_targets", ["true", "false"])
-def test_a_node_lost_mid_run_costs_only_its_in_flight_work(env: Path, taxonomy: Path, leaf_targets: str) -> None:
-    """Mid-run the worker of a non-driver node is killed (SIGKILL, as the OOM killer would): the driver drops
-    that node, gives its in-flight units to the other, and the job completes; every unit is done exactly once
-    (what the dead node journaled stays done, nothing it had in flight is lost or run twice); run.json's
-    executor names the lost node. Both schedulers: leaf-level targets (single units) and work items."""
+@pytest.mark.parametrize("leaf_targets,lose", [("true", "other"), ("false", "driver")])
+def test_a_node_lost_mid_run_costs_only_its_in_flight_work(env: Path, taxonomy: Path, leaf_targets: str,
+                                                           lose: str) -> None:
+    """Mid-run a node's worker is killed (SIGKILL, as the OOM killer would): the driver drops that node, gives
+    its in-flight units to the other, and the job completes; every unit is done exactly once (what the dead
+    node journaled stays done, nothing it had in flight is lost or run twice); run.json's executor names the
+    lost node. The other node's worker with leaf-level targets (LeafScheduler), the driver node's own worker
+    without them (PlannedUnits): the driver goes on, its node's share done by the other node."""
     import signal
 
     from sdg.launch.submit import result, submit
@@ -533,7 +535,7 @@ def test_a_node_lost_mid_run_costs_only_its_in_flight_work(env: Path, taxonomy: 
     out = env / "out"
     with _SlowStandIn(1.0) as url:
         cfg = _cfg(env, taxonomy, "teacher=endpoint", f"teacher.endpoint_url={url}", f"cluster.job_dir={env / 'jobs'}",
-                   f"pipeline.leaf_targets={leaf_targets}", "cluster.slice_units=2", "pipeline.sdg_scale_factor=6")
+                   f"pipeline.leaf_targets={leaf_targets}", "pipeline.sdg_scale_factor=6")
         job = submit(cfg, log=lambda m: None)
         attempt = Path(job.paths.folder) / "sdg" / "attempt-0"
         deadline = time.monotonic() + 300
@@ -541,7 +543,7 @@ def test_a_node_lost_mid_run_costs_only_its_in_flight_work(env: Path, taxonomy: 
             assert not job.done() and time.monotonic() < deadline, job.stdout()
             time.sleep(0.5)
         driver = json.loads(rdv.read_text())["driver"]
-        victim = ({"node1", "node2"} - {driver}).pop()
+        victim = driver if lose == "driver" else ({"node1", "node2"} - {driver}).pop()
         # the victim has journaled work (it kept some units) and work is left for after its loss
         while not (any(out.glob(f"*/journal/*.{victim}.jsonl")) and sum(_done_units(out).values()) >= 4):
             assert not job.done() and time.monotonic() < deadline, job.stdout()

@@ -170,7 +170,6 @@ RULES: dict[str, Rule] = {
     "cluster.time_min": Range("the job's time limit, in minutes", ge=1),
     "cluster.array_parallelism": Range("sweep array elements running at once", ge=1),
     "cluster.max_requeues": Range("time-limit requeues before giving up", ge=0),
-    "cluster.slice_units": Range("units per work item handed to a node, 0 = about 4 items per node", ge=0),
     "cluster.ray_object_store_mb": Range("Ray object store per node, in MB, Ray needs at least 75", ge=75),
     "cluster.address_from": Choice(("route", "interface", "hostname"), "how each node of a Slurm job picks its "
                                    "address: the interface that routes to the other nodes, cluster.interface's, or "

@@ -217,7 +217,6 @@ class ClusterConfig:
     array_parallelism: int = 16  # multirun sweeps: array elements running at once
     max_requeues: int = 3  # time-limit requeues before giving up (preemptions do not count)
     job_dir: str = "${generate.output_dir}/slurm_jobs"  # submitit folders, logs, rendezvous files (shared FS)
-    slice_units: int = 0  # units per work item handed to a node; 0 = about 4 items per node
     ray_object_store_mb: int = 256  # per node; only plans and counts travel through Ray
     # Each node's address (Ray binds it; the others dial it). route: the address of the interface that routes
     # toward the other nodes (node 0: toward the job's next node; the others: toward the Ray head) |

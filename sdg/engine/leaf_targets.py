@@ -16,13 +16,15 @@ leaf still needs samples, and a leaf that has what it needs asks for nothing mor
   keeps at most the target per leaf, in unit order.
 
 `LeafScheduler` is synchronous and pure (no I/O): the local engine's workers and the Ray executor's driver
-take units from it and report what each unit kept.
+take units from it and report what each unit kept. `PlannedUnits` has its interface without targets
+(pipeline.leaf_targets=false: every pending planned unit once), so the Ray executor has one loop either way.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -46,6 +48,7 @@ class LeafLedger:
     done_asked: int = 0  # of those, by units that finished (the yield's denominator)
     done_kept: int = 0
     in_flight: dict[str, int] = field(default_factory=dict)  # unit id -> samples asked
+    planned_in_flight: int = 0  # of those, planned units (not top-ups): top-ups wait for their yield
     next_index: int = 0  # the next unit index (LeafPlan.unit_at) to consider
     sent: int = 0  # units sent this run
     not_needed: int = 0  # planned units never sent because the leaf had what it needed
@@ -129,6 +132,7 @@ class LeafScheduler:
             row = {**unit.row, "target_samples": ask, LEAF_NEED: led.need}
             unit = Unit(unit.id, unit.leaf_id, unit.input_index, unit.share_index, ask, unit.seed, row)
             led.in_flight[unit.id] = ask
+            led.planned_in_flight += int(not self.is_topup(unit))
             led.asked += ask
             led.sent += 1
             n = max(1, led.planned)
@@ -142,6 +146,7 @@ class LeafScheduler:
         i = self._index(unit.leaf_id)
         led = self.leaves[i]
         asked = led.in_flight.pop(unit.id, unit.target)
+        led.planned_in_flight -= int(not self.is_topup(unit))
         kept = 0 if failed else self._count(unit.leaf_id, rows)
         led.kept += kept
         if not failed:
@@ -164,6 +169,7 @@ class LeafScheduler:
         led = self.leaves[i]
         if led.in_flight.pop(unit.id, None) is None:
             return
+        led.planned_in_flight -= int(not self.is_topup(unit))
         led.asked -= unit.target
         led.sent -= 1
         self._returned.setdefault(i, []).append(unit)
@@ -227,9 +233,9 @@ class LeafScheduler:
         while True:
             index = led.next_index
             if index >= led.planned:
-                if not lp.inputs or led.in_flight or led.failed:
-                    return None  # top-ups only once the planned units are back (their yield decides), never for
-                    # units that failed (the next run redoes those)
+                if not lp.inputs or led.planned_in_flight or led.failed:
+                    return None  # top-ups only once the planned units are back (their yield decides how many go
+                    # at once: _may_send), never for units that failed (the next run redoes those)
                 unit = lp.unit_at(index, self.plan.seed)
                 if led.asked + min(unit.target, led.need) > led.budget:
                     return None
@@ -239,6 +245,54 @@ class LeafScheduler:
             led.next_index += 1
             if unit.id not in done:
                 return unit
+
+
+class PlannedUnits:
+    """Every pending planned unit once, in the plan's order, each keeping at most its own share: the rule
+    without leaf-level targets, behind LeafScheduler's interface (take / finish / give_back ...)."""
+
+    def __init__(self, plan: Plan, done: Mapping[str, set[str]]) -> None:
+        self.plan = plan
+        self._todo = (u for u in plan.iter_units() if u.id not in done.get(u.leaf_id, ()))
+        self._returned: deque[Unit] = deque()  # a lost node's units, sent again first
+        self._in_flight = 0
+        self._by_id = {lp.leaf.id: i for i, lp in enumerate(plan.leaves)}
+
+    @property
+    def finished(self) -> bool:
+        return not self._in_flight and not self._returned and self._peek() is None
+
+    def _peek(self) -> Unit | None:
+        unit = next(self._todo, None)
+        if unit is not None:
+            self._returned.append(unit)
+        return unit
+
+    def take(self) -> Unit | None:
+        unit = self._returned.popleft() if self._returned else next(self._todo, None)
+        if unit is not None:
+            self._in_flight += 1
+        return unit
+
+    def finish(self, unit: Unit, rows: Iterable[dict], failed: bool) -> int:
+        self._in_flight -= 1
+        return 0 if failed else sum(1 for _ in rows)
+
+    def give_back(self, unit: Unit) -> None:
+        self._in_flight -= 1
+        self._returned.appendleft(unit)
+
+    def count_into(self, stats: Any) -> None:
+        """Nothing: without targets no unit is skipped and none is added."""
+
+    def drain_skipped(self) -> list[tuple[str, int]]:
+        return []
+
+    def is_topup(self, unit: Unit) -> bool:
+        return False
+
+    def _index(self, leaf_id: str) -> int:
+        return self._by_id[leaf_id]
 
 
 def scheduler_for(plan: Plan, done: Mapping[str, set[str]], journals: Any, *, max_overgeneration: float,

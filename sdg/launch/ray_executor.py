@@ -1,6 +1,7 @@
-"""The Ray executor: a run's pending units as work items handed to one worker actor per Slurm node (a
-node that finishes early takes more). Node 0 of a job runs `sdg.run.generate(cfg, executor=RayExecutor(...))`:
-the same prepare, run folder, journals and finish as a local run; only where units run differs.
+"""The Ray executor: a run's pending units handed one at a time to one worker actor per Slurm node, each
+node kept at its capacity (a node that finishes early takes more). Node 0 of a job runs
+`sdg.run.generate(cfg, executor=RayExecutor(...))`: the same prepare, run folder, journals and finish as a
+local run; only where units run differs.
 """
 
 from __future__ import annotations
@@ -9,20 +10,17 @@ import contextlib
 import hashlib
 import json
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sdg.engine.plan import PREFIX_COLUMNS
 from sdg.engine.stats import RunStats
 from sdg.errors import NodeFailed, SdgError
-from sdg.launch.cluster_plan import work_items
 
 if TYPE_CHECKING:
     from sdg.engine.progress import Progress
 
 Log = Callable[[str], None]
-IN_FLIGHT_PER_NODE = 2  # items queued at each node, so it never idles between two items
 LOST_WAIT_S = 60.0  # how long a lost node's killed worker may take to be gone
 
 
@@ -82,92 +80,6 @@ class RayExecutor:
                              + "; finished units are journaled: run the same job again to resume")
         return back
 
-    def execute(self, run: Any, done: Mapping[str, set[str]], progress: "Progress") -> RunStats:
-        import ray
-
-        from sdg.launch.raynode import resource_name
-        from sdg.launch.worker import NodeWorker
-
-        plan, cfg = run.plan, run.cfg
-        if cfg.pipeline.leaf_targets:
-            return self._execute_scheduled(run, done, progress)
-        items = deque(work_items(plan, done, len(self.nodes), cfg.cluster.slice_units))
-        pending_units = sum(it.size for it in items)
-        resumed = sum(len(v) for v in done.values())
-        self.log(f"work: {pending_units} units to run in {len(items)} items over {len(self.nodes)} nodes"
-                 + (f" ({resumed} of {plan.units} already done)" if resumed else ""))
-        self.per_node = {n: NodeShare() for n in self.nodes}
-        stats = RunStats()
-        if not items:
-            return stats
-        Worker = ray.remote(NodeWorker)
-        plan_ref = ray.put(plan)
-        actors = {name: Worker.options(num_cpus=0, resources={resource_name(name): 0.01},
-                                       max_concurrency=IN_FLIGHT_PER_NODE + 2).remote(
-                      cfg, plan_ref, str(run.folder.path), name, str(record))
-                  for name, record in self.nodes.items()}
-        running: dict[Any, tuple[str, str]] = {}
-
-        def hand_out(name: str) -> None:
-            if items and name in actors:
-                it = items.popleft()
-                running[actors[name].run.remote(it.leaf, list(it.units))] = (name, plan.leaves[it.leaf].leaf.id, it)
-
-        def lost(exc: _NodeLost) -> None:
-            """The lost node's items go back to the queue, less the units it journaled done."""
-            for _, leaf_id, it in self._lose(ray, exc.name, exc.reason, actors, running):
-                lp = plan.leaves[it.leaf]
-                units = lp_units(it.leaf)
-                recs = _journaled(run, exc.name, lp.leaf.name, {units[i].id for i in it.units})
-                rest = tuple(i for i in it.units if units[i].id not in recs)
-                if len(rest) < it.size:
-                    part = _stats_of(recs.values())
-                    stats.merge(part)
-                    self.per_node[exc.name].units += part.units_done
-                    progress.advance(leaf_id, part)
-                if rest:
-                    items.appendleft(type(it)(it.leaf, rest))
-            for name in list(actors):
-                while sum(1 for v in running.values() if v[0] == name) < IN_FLIGHT_PER_NODE and items:
-                    hand_out(name)
-
-        unit_cache: dict[int, list] = {}
-
-        def lp_units(leaf: int) -> list:
-            if leaf not in unit_cache:
-                unit_cache[leaf] = list(plan.leaves[leaf].iter_units(plan.seed))
-            return unit_cache[leaf]
-
-        for name in actors:
-            for _ in range(IN_FLIGHT_PER_NODE):
-                hand_out(name)
-        t0 = time.monotonic()
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            self.alive_check()
-            for ref in ready:
-                if ref not in running:
-                    continue  # a lost node's, given back already
-                name, leaf_id, _it = running[ref]
-                try:
-                    part = _result(ray, ref, name)
-                except _NodeLost as exc:
-                    lost(exc)
-                    continue
-                running.pop(ref)
-                stats.merge(part.stats)
-                share = self.per_node[name]
-                share.items += 1
-                share.units += part.stats.units_done
-                progress.advance(leaf_id, part.stats)
-                hand_out(name)
-        ray.get([a.close.remote() for a in actors.values()])
-        stats.elapsed_s = time.monotonic() - t0
-        self.log("per node: " + ", ".join(f"{n} {s.units} units in {s.items} items"
-                                          for n, s in sorted(self.per_node.items())))
-        return stats
-
-
     def _actors(self, ray: Any, run: Any, capacity: int) -> dict[str, Any]:
         from sdg.launch.raynode import resource_name
         from sdg.launch.worker import NodeWorker
@@ -179,26 +91,28 @@ class RayExecutor:
                     run.cfg, plan_ref, str(run.folder.path), name, str(record))
                 for name, record in self.nodes.items()}
 
-    def _execute_scheduled(self, run: Any, done: Mapping[str, set[str]], progress: "Progress") -> RunStats:
-        """Leaf-level targets across nodes: the driver keeps the one LeafScheduler (sdg.engine.leaf_targets) and
-        hands single units to whichever node has room, up to its capacity (its replicas x the requests one
-        server works on at once), so no node idles while units wait and no leaf overshoots by a whole item."""
+    def execute(self, run: Any, done: Mapping[str, set[str]], progress: "Progress") -> RunStats:
+        """The driver keeps the one scheduler (sdg.engine.leaf_targets: LeafScheduler with leaf-level targets,
+        PlannedUnits without) and hands single units to whichever node has room, up to its capacity (its
+        replicas x the requests one server works on at once): no node idles while units wait, the tail is one
+        unit per slot, no leaf overshoots by a whole item, and a lost node's units go back to the scheduler."""
         import ray
 
         from sdg.engine.journal import JournalStore
-        from sdg.run import leaf_scheduler
+        from sdg.engine.leaf_targets import PlannedUnits
         from sdg.engine.session import in_flight_per_server
+        from sdg.run import leaf_scheduler
 
         plan, cfg = run.plan, run.cfg
         reader = JournalStore(run.folder.journal_dir)
         try:
-            scheduler = leaf_scheduler(run, done, reader)
+            scheduler = leaf_scheduler(run, done, reader) or PlannedUnits(plan, done)
         finally:
             reader.close()
         capacity = {n: max(2, in_flight_per_server(cfg) * max(1, len(self.details.get(n, {}).get("replicas", ()) or [1])))
                     for n in self.nodes}
         self.log(f"work: {plan.units - sum(len(v) for v in done.values())} units pending over {len(self.nodes)} "
-                 "nodes, handed out one at a time by the leaf-level targets (" +
+                 "nodes, handed out one at a time (" +
                  ", ".join(f"{n} up to {c} at once" for n, c in sorted(capacity.items())) + ")")
         self.per_node = {n: NodeShare() for n in self.nodes}
         stats = RunStats()

@@ -1,8 +1,8 @@
-"""The per-node worker: a Ray actor pinned to one Slurm node that runs work items against that node's
-own teacher endpoint(s), journaling as `<leaf>.<node>.jsonl` on the shared run folder.
+"""The per-node worker: a Ray actor pinned to one Slurm node that runs units against that node's own teacher
+endpoint(s), journaling as `<leaf>.<node>.jsonl` on the shared run folder.
 
-It is an async actor: the executor keeps two items in flight per node, both run on one event loop and
-share one engine session (sdg.engine.session: client, token cap, breaker), exactly as a local run has.
+It is an async actor: the executor keeps the node's capacity of units in flight, all on one event loop
+sharing one engine session (sdg.engine.session: client, token cap, breaker), exactly as a local run has.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from sdg.errors import RendezvousError
 
 @dataclass(frozen=True)
 class WorkerResult:
-    """What a work item did, sent back to the executor."""
+    """What a call of `run_units` did, sent back to the executor."""
 
     node: str
-    leaf: int  # index into plan.leaves (-1: units of any leaf)
     stats: RunStats
-    units: list = field(default_factory=list)  # (unit id, failed, kept rows) per unit run (run_units)
+    units: list = field(default_factory=list)  # (unit id, failed, kept rows) per unit run
 
 
 def _started(pid: int) -> str | None:
@@ -79,18 +78,12 @@ class NodeWorker:
         self.judge_endpoints = _NodeServers(rec.judge_endpoints, "judge")
         self.pipelines = load_pipelines(cfg, {lp.kind for lp in plan.leaves})
         self.journals = JournalStore(Path(run_dir) / "journal", writer=node)
-        self._units: dict[int, list[Unit]] = {}
         self._session: Any = None
         self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
         self._lost: BaseException | None = None  # this node's teacher died: every later call says so at once
         with contextlib.suppress(OSError):  # who to look for when this node's worker is gone (tests, operators)
             (Path(record).parent / f"worker-{node}.pid").write_text(f"{os.getpid()}\n")
-
-    def _leaf_units(self, leaf: int) -> list[Unit]:
-        if leaf not in self._units:
-            self._units[leaf] = list(self.plan.leaves[leaf].iter_units(self.plan.seed))
-        return self._units[leaf]
 
     async def _open(self) -> Any:
         from sdg.engine.session import engine_session
@@ -102,15 +95,6 @@ class NodeWorker:
                                    label=f"{self.node}-"))
         return self._session
 
-    async def run(self, leaf: int, units: Sequence[int]) -> WorkerResult:
-        """Run these units of leaf `leaf` (indices in its unit order)."""
-        from sdg.engine.session import run_slice
-
-        all_units = self._leaf_units(leaf)
-        stats = await self._guarded(run_slice(await self._open(), self.plan, self.pipelines, self.journals,
-                                              [all_units[i] for i in units]))
-        return WorkerResult(self.node, leaf, stats)
-
     async def run_units(self, units: Sequence[Unit]) -> WorkerResult:
         """Run these units (the driver's leaf-level targets chose them, `_leaf_need` set); what each kept comes
         back with them, so the driver counts it toward its leaf."""
@@ -119,7 +103,7 @@ class NodeWorker:
         outcomes: list = []
         stats = await self._guarded(run_slice(await self._open(), self.plan, self.pipelines, self.journals,
                                               list(units), outcomes=outcomes))
-        return WorkerResult(self.node, -1, stats, outcomes)
+        return WorkerResult(self.node, stats, outcomes)
 
     async def _guarded(self, work: Any) -> Any:
         """`work`, unless this node's teacher is gone: its server died or stopped answering (the watchdog's
