@@ -36,7 +36,7 @@ class _NodeLost(Exception):
 class NodeShare:
     """What one node did in this attempt."""
 
-    items: int = 0
+    calls: int = 0  # Ray calls (of call_units units each, or fewer)
     units: int = 0
 
 
@@ -54,7 +54,7 @@ class RayExecutor:
 
     def describe(self) -> dict[str, Any]:
         out = {"kind": "ray", "nodes": {n: dict(self.details.get(n, {})) for n in sorted(self.nodes)},
-               "per_node": {n: {"items": s.items, "units": s.units} for n, s in sorted(self.per_node.items())}}
+               "per_node": {n: {"calls": s.calls, "units": s.units} for n, s in sorted(self.per_node.items())}}
         if self.lost_nodes:
             out["lost_nodes"] = dict(sorted(self.lost_nodes.items()))
         return out
@@ -73,7 +73,7 @@ class RayExecutor:
                 ray.wait(mine, num_returns=len(mine), timeout=LOST_WAIT_S)
         back = [running.pop(ref) for ref in mine]
         left = sorted(actors)
-        self.log(f"node {name} lost: {reason}; {len(back)} unit(s)/item(s) it had in flight go to "
+        self.log(f"node {name} lost: {reason}; {sum(len(units) for _, units in back)} unit(s) it had in flight go to "
                  + (", ".join(left) if left else "no node"))
         if not left:
             raise NodeFailed("every node was lost: " + "; ".join(f"{n}: {r}" for n, r in sorted(self.lost_nodes.items()))
@@ -93,9 +93,11 @@ class RayExecutor:
 
     def execute(self, run: Any, done: Mapping[str, set[str]], progress: "Progress") -> RunStats:
         """The driver keeps the one scheduler (sdg.engine.leaf_targets: LeafScheduler with leaf-level targets,
-        PlannedUnits without) and hands single units to whichever node has room, up to its capacity (its
-        replicas x the requests one server works on at once): no node idles while units wait, the tail is one
-        unit per slot, no leaf overshoots by a whole item, and a lost node's units go back to the scheduler."""
+        PlannedUnits without) and hands units to whichever node has room, up to its capacity (its replicas x
+        the requests one server works on at once): no node idles while units wait, the tail is short, no leaf
+        overshoots by a whole item, and a lost node's units go back to the scheduler. Units go in calls of
+        `call_units` (1/CALL_SHARE of the node's capacity, at most MAX_CALL_UNITS; 1 on small servers): a Ray
+        call costs the driver ~0.5 ms, which one call per unit would make the limit of a large cluster."""
         import ray
 
         from sdg.engine.journal import JournalStore
@@ -111,13 +113,14 @@ class RayExecutor:
             reader.close()
         capacity = {n: max(2, in_flight_per_server(cfg) * max(1, len(self.details.get(n, {}).get("replicas", ()) or [1])))
                     for n in self.nodes}
+        call = {n: call_units(c) for n, c in capacity.items()}
         self.log(f"work: {plan.units - sum(len(v) for v in done.values())} units pending over {len(self.nodes)} "
-                 "nodes, handed out one at a time (" +
-                 ", ".join(f"{n} up to {c} at once" for n, c in sorted(capacity.items())) + ")")
+                 "nodes (" + ", ".join(f"{n} up to {c} at once, {call[n]} a call" for n, c in sorted(capacity.items()))
+                 + ")")
         self.per_node = {n: NodeShare() for n in self.nodes}
         stats = RunStats()
         actors = self._actors(ray, run, max(capacity.values(), default=2))
-        running: dict[Any, tuple[str, Any]] = {}
+        running: dict[Any, tuple[str, list]] = {}  # call -> (node, its units)
         load = {n: 0 for n in self.nodes}
 
         names = sorted(self.nodes)
@@ -135,13 +138,23 @@ class RayExecutor:
 
         given_back: set[str] = set()  # unit ids handed out again after their node was lost
 
+        def send(name: str, units: list) -> None:
+            running[actors[name].run_units.remote(units)] = (name, units)
+
         def fill() -> None:
+            calls: dict[str, list] = {n: [] for n in names}
             while any(load[n] < capacity[n] for n in names) and (unit := scheduler.take()) is not None:
                 if scheduler.is_topup(unit) and unit.id not in given_back:
                     progress.extra_units(1)
                 name = node_for(unit)
-                running[actors[name].run_units.remote([unit])] = (name, unit)
                 load[name] += 1
+                calls[name].append(unit)
+                if len(calls[name]) >= call[name]:
+                    send(name, calls[name])
+                    calls[name] = []
+            for name, units in calls.items():
+                if units:
+                    send(name, units)
             for leaf_id, n in scheduler.drain_skipped():
                 progress.not_needed(leaf_id, n)
 
@@ -151,7 +164,7 @@ class RayExecutor:
             back = self._lose(ray, exc.name, exc.reason, actors, running)
             names.remove(exc.name)
             load.pop(exc.name, None)
-            for _, unit in back:
+            for unit in (u for _, units in back for u in units):
                 recs = _journaled(run, exc.name, plan.leaves[scheduler._index(unit.leaf_id)].leaf.name, {unit.id})
                 if unit.id in recs:
                     rec = recs[unit.id]
@@ -167,32 +180,47 @@ class RayExecutor:
         t0 = time.monotonic()
         fill()
         while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            refs = list(running)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            if ready and len(refs) > 1:  # and every other call already back: one pass over the calls per wake-up
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             self.alive_check()
             for ref in ready:
                 if ref not in running:
                     continue  # a lost node's, given back already
-                name, unit = running[ref]
+                name, units = running[ref]
                 try:
                     part = _result(ray, ref, name)
                 except _NodeLost as exc:
                     lost(exc)
                     continue
                 running.pop(ref)
-                load[name] -= 1
+                load[name] -= len(units)
                 stats.merge(part.stats)
+                by_id = {u.id: u for u in units}
                 for uid, failed, rows in part.units:
-                    scheduler.finish(unit, rows, failed)
+                    scheduler.finish(by_id[uid], rows, failed)
                 share = self.per_node[name]
-                share.items += 1
+                share.calls += 1
                 share.units += part.stats.units_done
-                progress.advance(unit.leaf_id, part.stats)
+                for leaf_id, leaf_stats in part.by_leaf.items():
+                    progress.advance(leaf_id, leaf_stats)
             fill()
         ray.get([a.close.remote() for a in actors.values()])
         stats.elapsed_s = time.monotonic() - t0
         scheduler.count_into(stats)
         self.log("per node: " + ", ".join(f"{n} {s.units} units" for n, s in sorted(self.per_node.items())))
         return stats
+
+
+CALL_SHARE = 8  # a call carries at most this share of a node's capacity: its units free their slots together
+MAX_CALL_UNITS = 32
+
+
+def call_units(capacity: int) -> int:
+    """Units per Ray call to a node of `capacity` units in flight: 1 on small servers (the finest feeding),
+    up to MAX_CALL_UNITS on large ones (the driver's calls per second stay ~1/k of the cluster's units/s)."""
+    return max(1, min(MAX_CALL_UNITS, capacity // CALL_SHARE))
 
 
 def _result(ray: Any, ref: Any, name: str) -> Any:

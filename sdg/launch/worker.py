@@ -27,6 +27,7 @@ class WorkerResult:
     node: str
     stats: RunStats
     units: list = field(default_factory=list)  # (unit id, failed, kept rows) per unit run
+    by_leaf: dict = field(default_factory=dict)  # leaf id -> its units' RunStats (for the driver's progress)
 
 
 def _started(pid: int) -> str | None:
@@ -96,14 +97,25 @@ class NodeWorker:
         return self._session
 
     async def run_units(self, units: Sequence[Unit]) -> WorkerResult:
-        """Run these units (the driver's leaf-level targets chose them, `_leaf_need` set); what each kept comes
-        back with them, so the driver counts it toward its leaf."""
+        """Run these units (the driver's scheduler chose them; with leaf-level targets `_leaf_need` is set), a
+        leaf's units together; what each kept comes back with them, so the driver counts it toward its leaf."""
         from sdg.engine.session import run_slice
 
+        session = await self._open()
         outcomes: list = []
-        stats = await self._guarded(run_slice(await self._open(), self.plan, self.pipelines, self.journals,
-                                              list(units), outcomes=outcomes))
-        return WorkerResult(self.node, stats, outcomes)
+        groups: dict[str, list[Unit]] = {}
+        for unit in units:
+            groups.setdefault(unit.leaf_id, []).append(unit)
+
+        async def every_leaf() -> list[RunStats]:
+            return list(await asyncio.gather(*(run_slice(session, self.plan, self.pipelines, self.journals, group,
+                                                         outcomes=outcomes) for group in groups.values())))
+
+        per_leaf = dict(zip(groups, await self._guarded(every_leaf())))
+        total = RunStats()
+        for part in per_leaf.values():
+            total.merge(part)
+        return WorkerResult(self.node, total, outcomes, per_leaf)
 
     async def _guarded(self, work: Any) -> Any:
         """`work`, unless this node's teacher is gone: its server died or stopped answering (the watchdog's
