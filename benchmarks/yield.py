@@ -71,9 +71,9 @@ def _phase(args: argparse.Namespace, tmp: Path, taxonomy: Path, leaf_targets: bo
     tokens = c["prompt_tokens"] + c["completion_tokens"]
     return {"kept": c["kept"], "target": c["target_samples"], "requests": c["requests"],
             "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
-            "kept_per_1k_tokens": 1000 * c["kept"] / tokens if tokens else 0.0, "wall_s": wall,
+            "wall_s": wall,
             "units_run": c["units_run"], "not_needed": c["units_not_needed"], "topups": c["units_topup"],
-            **m["yield_figures"]}
+            **m["yield_figures"], "kept_per_1k_tokens": 1000 * c["kept"] / tokens if tokens else 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.endpoint_url or f'embedded SmolLM2-135M on llama.cpp ({args.n_parallel} slots, 2 threads)'}, "
           f"max_tokens {args.max_tokens}; load {load_before} before, {fmt_load()} after")
     keys = ("kept", "target", "units_run", "not_needed", "topups", "requests", "prompt_tokens", "completion_tokens",
-            "kept_per_1k_tokens", "requests_per_kept", "completion_share_on_dropped", "prefix_cache_hit_rate", "wall_s")
+            "kept_per_1k_tokens", "kept_per_1k_computed_tokens", "requests_per_kept", "completion_share_on_dropped", "prefix_cache_hit_rate", "wall_s")
     print(f"  {'':28} {'before (leaf_targets=false)':>28} {'after (leaf_targets=true)':>28}")
     for k in keys:
         b, a = phases["before"].get(k), phases["after"].get(k)
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if b["kept_per_1k_tokens"]:
         print(f"  kept per 1k teacher tokens, after / before: {a['kept_per_1k_tokens'] / b['kept_per_1k_tokens']:.2f}x "
               "(target >= 2x)")
+    if b.get("kept_per_1k_computed_tokens") and a.get("kept_per_1k_computed_tokens"):
+        print("  kept per 1k tokens the teacher computed (prompt tokens from its prefix cache left out), after / before: "
+              f"{a['kept_per_1k_computed_tokens'] / b['kept_per_1k_computed_tokens']:.2f}x")
     if b["kept"] and b["wall_s"]:
         print(f"  kept per second, after / before: {(a['kept'] / a['wall_s']) / (b['kept'] / b['wall_s']):.2f}x")
     return 0

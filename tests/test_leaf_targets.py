@@ -169,7 +169,7 @@ def test_a_real_run_keeps_its_target_with_fewer_requests(tmp_path: Path) -> None
     from tests.standin_teacher import DeterministicStandInTeacher
 
     taxonomy = init_taxonomy(tmp_path / "taxonomy").path
-    results = {}
+    results, manifests = {}, {}
     with DeterministicStandInTeacher() as url:
         for on in (True, False):
             cfg = to_object(compose_config([
@@ -178,6 +178,7 @@ def test_a_real_run_keeps_its_target_with_fewer_requests(tmp_path: Path) -> None
                 "generate.progress=none", f"pipeline.leaf_targets={str(on).lower()}", "generate.max_concurrency=1"]))
             result = generate(cfg, log=lambda m: None)
             results[on] = json.loads((result.run_dir / "quality_report.json").read_text())
+            manifests[on] = json.loads((result.run_dir / "manifest.json").read_text())
     with_targets, without = results[True], results[False]
     for lid, leaf in with_targets["leaves"].items():
         old = without["leaves"][lid]
@@ -187,3 +188,13 @@ def test_a_real_run_keeps_its_target_with_fewer_requests(tmp_path: Path) -> None
             assert not any(r.endswith("over_target") for r in leaf["dropped"]), leaf["dropped"]
     assert with_targets["run"]["requests"] < without["run"]["requests"]
     assert with_targets["run"]["kept"] >= without["run"]["kept"]
+    # what each kept sample cost, in every run's manifest: the same counts, divided
+    for on, m in manifests.items():
+        c, y = m["counts"], m["yield_figures"]
+        assert c["kept"] > 0 and y["requests_per_kept"] == round(c["requests"] / c["kept"], 3)
+        assert y["kept_per_1k_tokens"] == round(1000 * c["kept"] / (c["prompt_tokens"] + c["completion_tokens"]), 3)
+        assert y["kept_per_1k_completion_tokens"] == round(1000 * c["kept"] / c["completion_tokens"], 3)
+        assert 0 <= y["completion_share_on_dropped"] < 1
+    assert manifests[True]["yield_figures"]["kept_per_1k_tokens"] > manifests[False]["yield_figures"]["kept_per_1k_tokens"]
+    assert manifests[True]["yield_figures"]["completion_share_on_dropped"] < \
+        manifests[False]["yield_figures"]["completion_share_on_dropped"]

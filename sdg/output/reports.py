@@ -107,7 +107,8 @@ REPORT_FORMAT = 2
 
 def yield_figures(*, kept: int, generated: int, requests: int, prompt_tokens: int,
                   completion_tokens: int, cached_tokens: int | None = None) -> dict[str, float | None]:
-    """What each kept sample cost: kept samples per 1k prompt / completion tokens, requests per kept sample,
+    """What each kept sample cost: kept samples per 1k prompt / completion / all tokens (and per 1k tokens the
+    teacher computed: prompt tokens from its prefix cache left out), requests per kept sample,
     and the share of completion tokens spent on samples that were not kept (estimated by sample count: the
     generated samples that did not reach the training files, over all generated). None where undefined."""
     def per_1k(tokens: int) -> float | None:
@@ -115,6 +116,10 @@ def yield_figures(*, kept: int, generated: int, requests: int, prompt_tokens: in
 
     return {"kept_per_1k_prompt_tokens": per_1k(prompt_tokens),
             "kept_per_1k_completion_tokens": per_1k(completion_tokens),
+            "kept_per_1k_tokens": per_1k(prompt_tokens + completion_tokens),
+            # what the teacher computed: prompt tokens its prefix cache served cost no prefill
+            **({"kept_per_1k_computed_tokens": per_1k(max(0, prompt_tokens - cached_tokens) + completion_tokens)}
+               if cached_tokens is not None else {}),
             "requests_per_kept": round(requests / kept, 3) if kept else None,
             "completion_share_on_dropped": round(1 - min(kept, generated) / generated, 3) if generated else None,
             # prompt tokens served from the servers' prefix caches (llama.cpp, vLLM report them per request)
