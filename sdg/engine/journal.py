@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,8 @@ class JournalStore:
     problems: list[str] = field(default_factory=list)  # damaged lines skipped while reading
     _files: dict[str, IO[bytes]] = field(default_factory=dict)
     _last_sync: float = 0.0
+    _syncer: threading.Thread | None = None  # the periodic fsync, off the event loop's thread
+    _sync_errors: list[str] = field(default_factory=list)
 
     def path(self, leaf_name: str) -> Path:
         return self.root / (f"{leaf_name}.{self.writer}.jsonl" if self.writer else f"{leaf_name}.jsonl")
@@ -195,6 +198,9 @@ class JournalStore:
         return list(merged.values())
 
     def append(self, leaf_name: str, record: dict[str, Any]) -> None:
+        if self._sync_errors:
+            raise JournalError(f"cannot write the journals in {self.root}: {self._sync_errors[0]}; finished units "
+                               "so far are kept; free space and run the same command again to resume")
         try:
             f = self._files.get(leaf_name)
             if f is None:
@@ -205,19 +211,47 @@ class JournalStore:
             f.flush()
             now = time.monotonic()
             if now - self._last_sync > FSYNC_EVERY_S:
-                self.sync()
+                self._sync_soon()
                 self._last_sync = now
         except OSError as exc:
             raise JournalError(f"cannot write the journal {self.path(leaf_name)}: {exc.strerror}; finished units "
                                "so far are kept; free space and run the same command again to resume") from None
 
+    def _sync_soon(self) -> None:
+        """fsync every open file in a thread of its own (os.fsync releases the GIL: on a slow or shared file
+        system the engine goes on meanwhile); one at a time; an error shows on the next append, sync or check."""
+        if self._syncer is not None and self._syncer.is_alive():
+            return
+        fds = [f.fileno() for f in self._files.values()]
+
+        def run() -> None:
+            for fd in fds:
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    self._sync_errors.append(exc.strerror or str(exc))
+                    return
+
+        self._syncer = threading.Thread(target=run, name="sdg-journal-fsync", daemon=True)
+        self._syncer.start()
+
+    def _join_syncer(self) -> None:
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
+
     def sync(self) -> None:
+        self._join_syncer()
         for f in self._files.values():
             os.fsync(f.fileno())
 
     def close(self) -> None:
         """Flush, fsync and close every file. Never raises (it runs while another error unwinds); raise
         what went wrong with `check()` when nothing else failed."""
+        self._join_syncer()  # (it holds the files' descriptors)
+        if self._sync_errors:
+            self._failed = True
+            self.problems.append(f"cannot write the journals in {self.root}: {self._sync_errors[0]}")
         for leaf, f in list(self._files.items()):
             try:
                 f.flush()
