@@ -157,3 +157,39 @@ def test_structured_verdicts_parse(text: str, score_value: int, yes_no_value: in
 
     assert score(text) == score_value
     assert yes_no(text) == yes_no_value
+
+
+def _labelled_path(text: str) -> list[dict]:
+    """qa_pairs' general path (line by line), without the fast path for replies in the asked format."""
+    lines = P._lines(text)
+    if any((lab := P._label(line, P._QA_WORDS)) and lab[0] == "q" for line in lines):
+        found = P._pairs_labelled(lines)
+        if found:
+            return found
+    return P._pairs_numbered(lines)
+
+
+_PIECES = ["What is", "the", "Note:", "I hope this helps", "Q:", "A:", "**bold**", "__x__", "1.", "2)", "?", "!", "...",
+           "Answer:", "Question:", "éß", "  ", "-", "*", "end", "End", "Example 2", "(answer)", "42", "snake_case", "\""]
+_text = st.lists(st.sampled_from(_PIECES), max_size=8).map(" ".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_text, _text), min_size=1, max_size=5), st.sampled_from(["", "\n", "\n\n"]),
+       st.sampled_from(["", " ", "\n"]))
+def test_replies_in_the_asked_format_parse_as_the_line_by_line_path_does(pairs, lead, tail) -> None:
+    text = lead + "\n\n".join(f"Question: {q}\nAnswer: {a}" for q, a in pairs) + tail
+    fast = P._pairs_canonical(text)
+    if fast is not None and fast:
+        assert fast == _labelled_path(text)
+    assert P.qa_pairs(text) == (fast or _labelled_path(text))
+
+
+def test_the_asked_format_takes_the_fast_path_and_others_do_not() -> None:
+    ok = "Question: What is 2+2?\nAnswer: Four.\n\nQuestion: Why?\nAnswer: Because.\n"
+    assert P._pairs_canonical(ok) == [{"question": "What is 2+2?", "answer": "Four."},
+                                      {"question": "Why?", "answer": "Because."}]
+    for other in ("[Question] What?\n[Answer] Yes.", "Question: What?\nAnswer: Yes.\nMore answer.",
+                  "Question: What?\r\nAnswer: Yes.", "Question: a\n\n\nAnswer: b", "Sure!\nQuestion: a\nAnswer: b",
+                  "Question: a\nAnswer: b\n\nQuestion : c\nAnswer: d"):
+        assert P._pairs_canonical(other) is None, other

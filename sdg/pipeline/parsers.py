@@ -318,6 +318,37 @@ def _singles(lines: list[str]) -> frozenset[str]:
     return frozenset() if word_answers else frozenset({"a"})
 
 
+def _block_pair(q: list[str], a: list[str] | None) -> dict | None:
+    """The pair of one labelled block: its question lines and answer lines (None: no answer label)."""
+    qt, at = "\n".join(_strip_outro(q)), "\n".join(_strip_outro(a)) if a is not None else ""
+    if a is None or not at.strip():
+        split = _split_unlabelled(qt.strip("\n"))
+        if split is None:
+            return None
+        qt, at = split
+    return _pair(qt, at)
+
+
+# A reply in exactly the format the prompts ask for: `Question: ...` and `Answer: ...` lines, one blank line
+# between pairs, nothing else (no tab, CR, bracket, tag or fence that `_lines` would rewrite).
+_CANONICAL = re.compile(r"Question:[^\n]*\nAnswer:[^\n]*(?:\n\nQuestion:[^\n]*\nAnswer:[^\n]*)*")
+_CANONICAL_PAIR = re.compile(r"Question:([^\n]*)\nAnswer:([^\n]*)")
+_NOT_CANONICAL = frozenset("\r\t[<`")
+
+
+def _pairs_canonical(text: str) -> list[dict] | None:
+    """The pairs of a reply in the asked format, as `_pairs_labelled` finds them (the same block rule), without
+    its line-by-line labelling; None for any other reply."""
+    body = text.strip("\n")
+    if not body.startswith("Question:") or not _NOT_CANONICAL.isdisjoint(body) or not _CANONICAL.fullmatch(body):
+        return None
+    pairs = []
+    for m in _CANONICAL_PAIR.finditer(body):
+        if p := _block_pair([_rest(m.group(1))], [_rest(m.group(2))]):
+            pairs.append(p)
+    return pairs
+
+
 def _pairs_labelled(lines: list[str]) -> list[dict]:
     pairs: list[dict] = []
     singles = _singles(lines)
@@ -326,16 +357,7 @@ def _pairs_labelled(lines: list[str]) -> list[dict]:
     mode: str | None = None
 
     def flush() -> None:
-        if q is None:
-            return
-        qt, at = "\n".join(_strip_outro(q)), "\n".join(_strip_outro(a)) if a is not None else ""
-        if a is None or not at.strip():
-            split = _split_unlabelled(qt.strip("\n"))
-            if split is None:
-                return
-            qt, at = split
-        p = _pair(qt, at)
-        if p:
+        if q is not None and (p := _block_pair(q, a)):
             pairs.append(p)
 
     for line in lines:
@@ -400,6 +422,9 @@ def qa_pairs(text: str) -> list[dict]:
         found = _pairs_from_json(text)
         if found:
             return found
+    found = _pairs_canonical(text)  # the common case, quickly
+    if found:
+        return found
     lines = _lines(text)
     if any((lab := _label(line, _QA_WORDS)) and lab[0] == "q" for line in lines):
         found = _pairs_labelled(lines)
