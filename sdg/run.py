@@ -5,7 +5,7 @@
     execute   the run folder (resume the unfinished one with this fingerprint, or a new one), the units
               already journaled, then the executor runs the rest:
                 LocalExecutor  one asyncio engine against this machine's teacher (started here or given)
-                RayExecutor    (sdg.launch.ray_executor) work items to one worker per Slurm node
+                RayExecutor    (sdg.launch.ray_executor) units to one worker per Slurm node
     finish    journals -> InstructLab outputs, quality report, manifest; run.json complete or not
 
 `generate(cfg)` is the three in a row; a local `sdg data generate`, a sweep's combination and node 0 of

@@ -24,7 +24,7 @@ def fmt_duration(seconds: float) -> str:
 class Progress:
     """Counts units, samples and tokens; estimates the rest from the recent completion rate.
 
-    The local engine reports unit by unit (`unit_done`); the Ray executor reports a work item at a time
+    The local engine reports unit by unit (`unit_done`); the Ray executor reports a call's units at a time
     (`advance`); both print the same line. `leaf_units` (units per leaf id) tells when a leaf is finished.
     """
 
@@ -93,7 +93,7 @@ class Progress:
         self._add(1, samples, completion_tokens, int(failed))
 
     def advance(self, leaf_id: str, stats: RunStats) -> None:
-        """A batch of one leaf's units finished elsewhere (a Ray worker's work item)."""
+        """A batch of one leaf's units finished elsewhere (one Ray call's, of a worker)."""
         self._count_leaf(leaf_id, stats.units_done)
         self._add(stats.units_done, stats.samples, stats.completion_tokens, stats.units_failed)
 

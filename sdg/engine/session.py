@@ -221,8 +221,8 @@ def endpoint_report(session: EngineSession) -> dict[str, dict]:
 
 async def run_slice(session: EngineSession, plan: Any, pipelines: Any, journals: Any, units: Sequence[Any],
                     outcomes: list | None = None) -> Any:
-    """Run `units` (a work item) in an open session; its RunStats. The caller reports progress for the whole
-    item (a Ray worker: to the executor on node 0). `outcomes` gets (unit id, failed, kept rows) per unit."""
+    """Run `units` (one Ray call's units of a leaf) in an open session; its RunStats. The caller reports
+    progress for them together (a Ray worker: to the executor on node 0). `outcomes` gets (unit id, failed, kept rows) per unit."""
     from sdg.engine.progress import Progress
     from sdg.engine.runner import run_plan
 

@@ -1,6 +1,6 @@
-"""What a run (or a part of it: one work item on one node) did, as one typed record with `merge`.
+"""What a run (or a part of it: one call of units on one node) did, as one typed record with `merge`.
 
-The engine counts into it unit by unit, Ray workers send theirs back per work item, the driver merges
+The engine counts into it unit by unit, Ray workers send theirs back per call, the driver merges
 them, progress reads it, and the manifest is written from it: one list of counters, not four.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from sdg.pipeline.types import UnitResult
 
@@ -49,6 +50,17 @@ class RunStats:
         self.servers.update(result.servers)
         self.structured_requests += result.structured_requests
         self.cached_tokens += result.cached_tokens
+
+    def add_record(self, record: Any) -> None:
+        """A unit found journaled done (a UnitRecord: a lost node's last units), as the worker would have
+        counted it."""
+        self.units_done += 1
+        self.samples += len(record.rows)
+        self.generated += record.generated
+        self.requests += record.requests
+        self.prompt_tokens += record.prompt_tokens
+        self.completion_tokens += record.completion_tokens
+        self.dropped.update(record.dropped)
 
     def merge(self, other: "RunStats") -> "RunStats":
         """Add `other`'s counts to these (elapsed time is the caller's: parts overlap)."""

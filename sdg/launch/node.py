@@ -5,7 +5,7 @@
    the job folder; every other node polls for that file and joins as a Ray worker node.
 3. Every node writes its endpoints (node-<name>.json; the judge's too when `judge=` names a model: each
    node serves it beside the teacher, a vLLM judge on GPUs split off the node's). Node 0 is the driver (`driver.drive`): it plans
-   once, hands work items to one actor per node, writes the outputs, then writes done.json.
+   once, hands units to one actor per node, writes the outputs, then writes done.json.
 4. The other nodes wait for done.json (or their Ray node's death), then stop Ray and their servers.
 
 Stopping: under `sdg jobs node` SIGTERM (scancel, requeue) unwinds (sdg.signals): servers and Ray stop,

@@ -169,7 +169,8 @@ class RayExecutor:
                 if unit.id in recs:
                     rec = recs[unit.id]
                     scheduler.finish(unit, rec.rows, False)
-                    part = _stats_of([rec])
+                    part = RunStats()
+                    part.add_record(rec)
                     stats.merge(part)
                     self.per_node[exc.name].units += 1
                     progress.advance(unit.leaf_id, part)
@@ -250,17 +251,3 @@ def _journaled(run: Any, node: str, leaf_name: str, ids: set[str]) -> dict[str, 
 
     path = JournalStore(run.folder.journal_dir, writer=node).path(leaf_name)
     return {r.unit: r for r in read_journal(path, repair=False) if r.status == "done" and r.unit in ids}
-
-
-def _stats_of(records: Any) -> RunStats:
-    """What journaled units did, as the worker would have reported it."""
-    out = RunStats()
-    for r in records:
-        out.units_done += 1
-        out.samples += len(r.rows)
-        out.generated += r.generated
-        out.requests += r.requests
-        out.prompt_tokens += r.prompt_tokens
-        out.completion_tokens += r.completion_tokens
-        out.dropped.update(r.dropped)
-    return out
