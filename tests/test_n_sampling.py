@@ -124,3 +124,23 @@ def test_real_llama_cpp_n_is_used_or_detected_unsupported(tmp_path):
     assert isinstance(res, Completion) and len(res.texts) == 2  # one n=2 request, or two separate ones
     assert cap in (1, 2)
     assert stats.n_cap == cap
+
+
+def test_the_n_probe_samples_and_greedy_calls_go_separately() -> None:
+    """vLLM refuses n > 1 with greedy sampling (temperature 0): the readiness probe asks n=2 at temperature > 0
+    (else every vLLM would read as refusing `n`), and a temperature-0 call with n > 1 goes as separate requests
+    without ever sending `n` (a 400 there would turn `n` off for the whole run)."""
+
+    async def go() -> tuple[NStandIn, int, Completion]:
+        stand = NStandIn(accepts_n=True)
+        async with stand as url, TeacherClient([Endpoint(url, "teacher", None)]) as client:
+            await client.discover(probe_n=True)
+            cap = client.n_cap
+            greedy = await client.chat([{"role": "user", "content": "x"}], max_tokens=8, temperature=0.0, n=3, seed=1)
+            return stand, cap, greedy
+
+    stand, cap, greedy = asyncio.run(go())
+    probe, *rest = stand.bodies
+    assert probe["n"] == 2 and probe["temperature"] > 0 and cap > 1
+    assert len(rest) == 3 and all("n" not in b for b in rest)
+    assert isinstance(greedy, Completion) and len(greedy.texts) == 3

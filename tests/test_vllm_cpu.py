@@ -178,6 +178,41 @@ def test_vllm_model_list_and_readiness_waited_for_a_completion(served: Served) -
     assert oct(served.ready_file.stat().st_mode & 0o777) == "0o600"
 
 
+async def _n_sampling(ep: dict) -> tuple:
+    # slots: the max_num_seqs sdg starts vLLM with (sdg.engine.session passes it for servers it started)
+    endpoint = Endpoint(ep["base_url"], ep["model"], ep["api_key"], max_in_flight=16, slots=8)
+    async with TeacherClient([endpoint], timeout_s=120, max_retries=1, adaptive=True) as client:
+        await client.discover(probe_n=True)
+        learned = client.stats()[endpoint.name]
+        log = Path(ep["log_path"])
+        posts = log.read_text(errors="replace").count('"POST /v1/chat/completions HTTP/1.1" 200')
+        res = await client.chat([{"role": "user", "content": "Write one question."}], max_tokens=4, temperature=0.9,
+                                seed=5, n=3, ignore_eos=True)
+        await asyncio.sleep(0.5)  # the access log line follows the response
+        posts_after = log.read_text(errors="replace").count('"POST /v1/chat/completions HTTP/1.1" 200')
+        return learned, res, posts_after - posts
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_vllm_takes_n_in_one_request_and_the_adaptive_limit_starts_at_its_sequences(served: Served) -> None:
+    """Issue 9's readiness questions against real vLLM: `n` is probed and taken (the unit's choices come in one
+    request whose prompt vLLM prefills once), and the adaptive in-flight limit starts at the server's
+    sequences (max_num_seqs), not at the probe's guess for servers that say nothing."""
+    learned, res, posts = asyncio.run(_n_sampling(served.endpoint))
+    assert learned.n_cap > 1 and learned.limit == 8 and learned.slots == 8, learned
+    assert isinstance(res, Completion) and len(res.texts) == 3, res
+    assert posts == 1  # one HTTP request for the three choices
+    assert res.completion_tokens == 3 * 4  # ignore_eos: max_tokens per choice
+    single = asyncio.run(_one_chat(served.endpoint))
+    assert res.prompt_tokens == single.prompt_tokens  # the prompt counted (and prefilled) once, not three times
+
+
+async def _one_chat(ep: dict) -> Completion:
+    async with TeacherClient([Endpoint(ep["base_url"], ep["model"], ep["api_key"])], timeout_s=120) as client:
+        return await client.chat([{"role": "user", "content": "Write one question."}], max_tokens=2, temperature=0.0)
+
+
 @pytest.mark.slow
 @needs_vllm
 def test_sigterm_stops_vllm_and_its_whole_process_group(served: Served) -> None:

@@ -272,7 +272,9 @@ class TeacherClient:
             st.floor = float(min(st.cap, max(1, st.slots // 2)))
         if not probe_n:
             return
-        body = {"messages": [{"role": "user", "content": "Say ok."}], "max_tokens": 1, "temperature": 0.0, "n": 2}
+        # temperature > 0: vLLM refuses n > 1 with greedy sampling ("n must be 1 when using greedy sampling")
+        body = {"messages": [{"role": "user", "content": "Say ok."}], "max_tokens": 1, "temperature": 1.0, "seed": 0,
+                "n": 2}
         try:
             res = await asyncio.wait_for(self._attempt(st, "/chat/completions", body, _parse_chat, 1), timeout_s)
         except asyncio.TimeoutError:
@@ -301,7 +303,7 @@ class TeacherClient:
         if n == 1:
             return await self._call("/chat/completions", body, _parse_chat, pref)
         cap = min((s.n_cap for s in self._states), default=1)
-        if cap == N_UNKNOWN or cap >= n:
+        if temperature > 0 and (cap == N_UNKNOWN or cap >= n):  # greedy: vLLM refuses n > 1
             res = await self._call("/chat/completions", {**body, "n": n}, _parse_chat, pref)
             if res.ok:
                 if len(res.texts) < n:  # n ignored: this reply stands, later ones go as separate requests
