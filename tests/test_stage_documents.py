@@ -212,3 +212,20 @@ def test_a_real_job_completes_with_the_document_origin_gone(world) -> None:
     assert leaf["kind"] == "knowledge" and manifest["counts"]["kept"] > 0, manifest["counts"]
     assert not world["origin"].exists()
     print(f"1-node job with staged documents: {took:.0f} s submit to summary")
+
+
+def test_a_slurm_sweep_stages_the_documents_unless_the_taxonomy_is_swept(world) -> None:
+    """`sdg data generate -m cluster=slurm ...`: the submit host stages the base config's documents once and the
+    array's jobs get SDG_DOCUMENTS_OFFLINE=1 (sbatch passes the environment on); a swept taxonomy is left to
+    the nodes, as a single submission of each combination would not know the others'."""
+    from sdg.launch.sweep import stage_for_sweep
+
+    said: list[str] = []
+    overrides = ["pipeline=simple,full"]
+    env = stage_for_sweep(_cfg(world), overrides, log=said.append)
+    assert env == {OFFLINE_ENV: "1"}
+    assert any("documents of 1 knowledge leaf(s) staged" in m for m in said), said
+    assert any(world["cache"].iterdir())
+    _move_away(world["origin"])  # the nodes read the cache from now on; nothing else is fetched
+    swept = stage_for_sweep(_cfg(world), ["taxonomy.documents.chunk_tokens=2000,4000"], log=said.append)
+    assert swept == {}

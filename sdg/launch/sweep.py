@@ -86,6 +86,24 @@ def check_sweepable(overrides: Sequence[str]) -> None:
                               "parameters, so cluster.* cannot be swept; run one sweep per cluster setting")
 
 
+def stage_for_sweep(base: SdgConfig, overrides: Sequence[str], *, log: Callable[[str], None] = print) -> dict[str, str]:
+    """What a single submission stages on the submit host (sdg.launch.submit), for a Slurm sweep: the knowledge
+    documents when the taxonomy is the same in every combination, the Hub models when the teacher and judge
+    are. Returns the environment that tells the array's nodes so (they then fetch neither); a swept taxonomy,
+    teacher or judge is left to the nodes, as before."""
+    from sdg.launch.submit import stage_documents, stage_models
+    from sdg.taxonomy.documents import OFFLINE_ENV
+
+    swept = {o.key_or_group.split(".")[0].split("/")[0] for o in parse_overrides(overrides) if o.is_sweep_override()}
+    env: dict[str, str] = {}
+    if "taxonomy" not in swept:
+        stage_documents(base, log=log)
+        env[OFFLINE_ENV] = "1"
+    if not swept & {"teacher", "judge"} and stage_models(base, log=log):
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
 def slurm_launcher(cluster: ClusterConfig, job_dir: str | Path) -> list[str]:
     """Register hydra-submitit-launcher's Slurm config built from `cluster`; the overrides that pick it."""
     try:
@@ -200,8 +218,10 @@ def run_sweep(overrides: Sequence[str], *, log: Callable[[str], None] = print) -
     base = base_config(overrides)
     sweep_dir = Path(base.generate.output_dir).expanduser().absolute() / "multirun" / time.strftime("%Y-%m-%d_%H%M%S")
     launcher: list[str] = []
+    job_env: dict[str, str] = {}  # for the array's jobs (sbatch passes the submitting environment on)
     if base.cluster.kind == "slurm" and not base.generate.dry_run:
         check_sweepable(overrides)
+        job_env = stage_for_sweep(base, overrides, log=log)
         launcher = slurm_launcher(base.cluster, sweep_dir / "slurm_jobs")
         log(f"submitting the sweep as one Slurm array ({base.cluster.nodes} node(s) per element); waiting "
             f"for it. Jobs: sdg jobs status --job-dir {sweep_dir / 'slurm_jobs'}")
@@ -215,10 +235,11 @@ def run_sweep(overrides: Sequence[str], *, log: Callable[[str], None] = print) -
         OmegaConf.resolve(cfg)
         run_combination(to_object(cfg), HydraConfig.get().job.override_dirname or "job", log=log)
 
-    saved = sys.argv
+    saved, saved_env = sys.argv, {k: os.environ.get(k) for k in job_env}
     # hydra.output_subdir=null: Hydra would write every override (secrets too) in plain text per combination
     sys.argv = ["sdg", "-m", *overrides, *launcher, f"hydra.sweep.dir={_quote(str(sweep_dir))}",
                 "hydra.output_subdir=null"]
+    os.environ.update(job_env)
     try:
         job()
     except SystemExit as exc:  # Hydra's run_and_report printed the reason and exits
@@ -226,4 +247,9 @@ def run_sweep(overrides: Sequence[str], *, log: Callable[[str], None] = print) -
             raise SdgError("the sweep stopped: Hydra's message is above") from None
     finally:
         sys.argv = saved
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return sweep_results(sweep_dir)
