@@ -172,3 +172,14 @@ def test_cli_default_dir_and_empty(tmp_path: Path, sdg_env: dict) -> None:
     r = sdg_cli(sdg_env, "data", "list", "--format", "json")
     assert json.loads(r.stdout) == {"output_dir": str(default), "runs": []}
     assert os.listdir(default) == []  # listing writes nothing
+
+
+def test_journals_written_before_orjson_still_count(tmp_path: Path) -> None:
+    """Journal lines of older versions have the stdlib's spaces (`{"unit": "u1", "status": "done", ...}`)."""
+    folder = _run(tmp_path, "2026-01-02_030405", "running")
+    (folder / "journal").mkdir(parents=True, exist_ok=True)
+    (folder / "journal" / f"{FREEFORM.name}.jsonl").write_text(
+        '{"unit": "u1", "status": "done", "rows": []}\n{"unit": "u2", "status": "failed", "rows": []}\n')
+    _journal(folder, FREEFORM.name, {"u3": "done"}, writer="node1")  # and a compact one beside them
+    (r,) = list_runs(tmp_path)
+    assert (r.units_done, r.units_failed) == (2, 1)

@@ -13,7 +13,7 @@ A run folder is a directory of the output dir (or of a sweep's `multirun/<time>/
   instructlab   written by `ilab data generate` (no sdg files): listed with its stamp, nothing else.
 
 Cheap by design: run.json and manifest.json are read whole, journals only up to each line's unit id and
-status (a finished unit's line starts `{"unit": ..., "status": ...}`), so a listing never parses samples.
+status (a finished unit's line starts `{"unit":...,"status":...}`), so a listing never parses samples.
 Kept samples are known only for a finished run (its manifest); an interrupted one shows units done.
 
 This module reads the files the engine writes but does not import the engine (output never does): the
@@ -39,7 +39,8 @@ STATES = (COMPLETE, INCOMPLETE, INTERRUPTED, BROKEN, INSTRUCTLAB) = (
     "complete", "incomplete", "interrupted", "broken", "instructlab")
 _RUN_STATUS = {"complete": COMPLETE, "incomplete": INCOMPLETE, "running": INTERRUPTED}
 
-_JOURNAL_HEAD = re.compile(rb'^\{"unit": "((?:[^"\\]|\\.)*)", "status": "(done|failed)"')
+# compact (orjson, since 2026-12) or with the stdlib's spaces (older journals)
+_JOURNAL_HEAD = re.compile(rb'^\{"unit": ?"((?:[^"\\]|\\.)*)", ?"status": ?"(done|failed)"')
 _ILAB_FILES = re.compile(r"^(?:knowledge_train_msgs|skills_train_msgs|train|test|messages)_.*\.jsonl$|"
                          r"^node_datasets_.+$")
 _ILAB_STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}_\d{2}_\d{2}")
