@@ -33,8 +33,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     file://<tmp>/origin; private XDG dirs; SDG_DOCUMENTS_OFFLINE unset (restored after the test)."""
     for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "xdg-cache")):
         monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.delenv(OFFLINE_ENV, raising=False)  # and undone after the test, whatever the job sets
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for var in (OFFLINE_ENV, "HF_HUB_OFFLINE"):  # unset now, and after the test whatever the job sets:
+        monkeypatch.setenv(var, "0")  # (setenv records the state to restore; delenv of an absent one would not)
+        monkeypatch.delenv(var)
     init = init_taxonomy(tmp_path / "taxonomy")
     tax = init.path
     origin = tmp_path / "origin"
