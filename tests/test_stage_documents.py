@@ -85,7 +85,14 @@ def test_submit_stages_the_documents_and_the_job_reads_them_from_the_cache(world
     """submit(): the knowledge leaf's documents land in the shared cache before anything is queued; the
     queued job carries the flag; in the job (GenerateJob.__call__ -> node 0's plan) with the origin moved
     away, the leaf is planned with its chunks from the cache; a cache without them is a clear error, no clone."""
-    import submitit
+    from tests.slurm_support import in_ci
+
+    try:
+        import submitit
+    except ImportError:  # the job's own environment object: the slurm extra (CI installs it)
+        if in_ci():
+            pytest.fail("CI=true but submitit is not installed (pip install -e '.[slurm]')", pytrace=False)
+        pytest.skip("submitit is not installed (pip install -e '.[slurm]')")
 
     from sdg.launch import submit as sub
     from sdg.run import prepare
