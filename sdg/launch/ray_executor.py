@@ -1,5 +1,5 @@
-"""The Ray executor: a run's pending units handed one at a time to one worker actor per Slurm node, each
-node kept at its capacity (a node that finishes early takes more). Node 0 of a job runs
+"""The Ray executor: a run's pending units handed, in calls of a few units (`call_units`), to one worker actor
+per Slurm node, each node kept at its capacity (a node that finishes early takes more). Node 0 of a job runs
 `sdg.run.generate(cfg, executor=RayExecutor(...))`: the same prepare, run folder, journals and finish as a
 local run; only where units run differs.
 """
