@@ -341,6 +341,25 @@ def teacher(args: argparse.Namespace, setup: str, tmp: Path, tag: str, n_paralle
                             f"{args.threads} threads, 4096 ctx per slot")
 
 
+_TIMING = re.compile(r"\b(prompt eval|eval) time = +[\d.]+ ms / +(\d+) tokens")
+
+
+def server_tokens(log_path: Path) -> dict | None:
+    """What the llama.cpp server computed for one tool's run, from its own per-request timing lines: prompt
+    tokens evaluated (prefix-cache hits left out) and tokens generated. Both tools pay the same server for these,
+    so on a saturated server pairs/s follows the tokens each unique pair cost."""
+    if not log_path.exists():
+        return None
+    prompt = generated = requests = 0
+    for kind, n in _TIMING.findall(log_path.read_text(errors="replace")):
+        if kind == "eval":
+            generated += int(n)
+            requests += 1
+        else:
+            prompt += int(n)
+    return {"requests": requests, "prompt_evaluated": prompt, "generated": generated}
+
+
 def run_sdg(args: argparse.Namespace, setup: str, tmp: Path, taxonomy: Path, scale: int) -> dict:
     from sdg.config.compose import compose_config, to_object
     from sdg.run import generate
@@ -370,7 +389,8 @@ def run_sdg(args: argparse.Namespace, setup: str, tmp: Path, taxonomy: Path, sca
         counts = json.loads((Path(run_dir) / "manifest.json").read_text()).get("counts", {})
     return {"teacher": desc, "wall_s": wall, "records": records, "pairs": pairs, "malformed": bad,
             "train_pairs": train_pairs, "error": error, "source": f"{run_dir}/messages_*.jsonl",
-            "requests": counts.get("requests"), "kept": counts.get("kept")}
+            "requests": counts.get("requests"), "kept": counts.get("kept"),
+            "server": server_tokens(tmp / f"teacher-sdg-{scale}.log")}
 
 
 def run_anchor(args: argparse.Namespace, setup: str, tmp: Path, taxonomy: Path, scale: int) -> dict:
@@ -417,7 +437,8 @@ def run_anchor(args: argparse.Namespace, setup: str, tmp: Path, taxonomy: Path, 
     return {"teacher": desc, "n_parallel": n_par, "wall_s": res["wall_s"], "process_wall_s": proc_wall, "records": records,
             "pairs": pairs, "malformed": bad, "train_pairs": train_pairs, "error": res["error"],
             "source": source, "split_failures": log_text.count("Failed to split generated q&a"),
-            "batched": "supports batched inputs: True" in log_text, "log_tail": log_text[-1500:] if res["error"] else ""}
+            "batched": "supports batched inputs: True" in log_text, "log_tail": log_text[-1500:] if res["error"] else "",
+            "model_family": args.anchor_model_family, "server": server_tokens(tmp / f"teacher-anchor-{scale}.log")}
 
 
 def measure(args: argparse.Namespace, setup: str, scale: int) -> dict:
@@ -482,6 +503,15 @@ def report(m: dict) -> None:
             print(f"  {who} ENDED WITH AN ERROR: {r['error']}")
             if r.get("log_tail"):
                 print("    " + r["log_tail"].replace("\n", "\n    "))
+    if s.get("server") and a.get("server"):
+        for who, r in (("sdg", s), ("anchor", a)):
+            t = r["server"]
+            per = (t["prompt_evaluated"] + t["generated"]) / r["pairs"] if r["pairs"] else float("nan")
+            print(f"  server computed for {who}: {t['requests']} requests (probes included), {t['prompt_evaluated']} "
+                  f"prompt tokens evaluated, {t['generated']} generated: {per:.0f} tokens per unique pair")
+    print(f"  the anchor's prompt template: model family {a['model_family']!r}"
+          + (" (ChatML, registered by this benchmark: its best case)" if a["model_family"] == "qwen" else
+             " (what instructlab-sdg picks itself for a model whose name says neither granite nor mistral/mixtral)"))
     sr = s["pairs"] / s["wall_s"] if s["wall_s"] else 0.0
     ar = a["pairs"] / a["wall_s"] if a["wall_s"] else 0.0
     ratio = f"{sr / ar:.1f}x" if ar else "n/a (anchor kept 0 pairs)"

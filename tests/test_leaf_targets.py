@@ -63,6 +63,20 @@ def test_without_extras_every_planned_unit_runs_and_nothing_more() -> None:
     assert len(sent) == 5 and sched.leaves[0].kept == 10 and sched.leaves[0].topups == 0
 
 
+def test_a_unit_asks_for_what_its_leaf_still_needs() -> None:
+    """Scale 1 plans a unit of 1 per seed; asking each for 1 paid a whole prompt per sample. A unit asks for
+    what its leaf still needs beyond its units in flight (over the yield so far, within samples_per_unit)."""
+    plan = Plan(_plan(5, (1,)).leaves, 1, 5, 7)  # target 5 in 5 units of 1, up to 5 samples a prompt
+    sched = LeafScheduler(plan, {})
+    sent = _drive(sched, lambda u: u.target)  # the model writes what it is asked for
+    assert [u.target for u in sent] == [5] and sched.leaves[0].kept == 5 and sched.leaves[0].not_needed == 4
+
+    sched = LeafScheduler(plan, {})
+    sent = _drive(sched, lambda u: (3 * u.target) // 5)  # filters keep 3 of 5: the rest asked over that yield
+    led = sched.leaves[0]
+    assert [u.target for u in sent] == [5, 4] and led.kept == 5  # 2 still needed / 0.6 kept per asked -> 4
+
+
 def test_a_leaf_short_after_its_filters_gets_top_ups_within_the_budget() -> None:
     plan = _plan(2, (2,))  # target 4 in 2 units
     sched = LeafScheduler(plan, {}, max_overgeneration=3.0)

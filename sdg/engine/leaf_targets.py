@@ -1,12 +1,13 @@
 """Leaf-level targets: a leaf's units share the leaf's target, so no valid sample is thrown away while its
 leaf still needs samples, and a leaf that has what it needs asks for nothing more.
 
-- A unit may keep what its leaf still needs when it starts (`_leaf_need` on its row; `cap: target_samples`
-  blocks keep up to it): the 3 pairs a model writes when asked for 1 all count.
+- A unit asks for what its leaf still needs beyond its units in flight, over the yield so far, up to the plan's
+  samples_per_unit (`_ask`; its row's `target_samples`), and may keep what its leaf still needs when it starts
+  (`_leaf_need` on its row; `cap: target_samples` blocks keep up to it): the extra pairs a model writes count.
 - Units go out in waves: a leaf sends another unit only while what its units in flight are expected to keep
   (samples asked x the leaf's yield so far: kept per sample asked) is short of its need. Before any unit of the
-  leaf finished, the run's yield so far is used, and before any unit at all a first wave of a quarter of the
-  leaf's units. Other leaves keep the teacher busy meanwhile.
+  leaf finished, the run's yield so far is used, and before any unit at all what was asked is expected to be
+  kept, within a first wave of a quarter of the leaf's units. Other leaves keep the teacher busy meanwhile.
 - A leaf whose need is met sends none of its remaining units (they are "not needed": a resume recomputes the
   same from the journals, so they are never sent later either).
 - A leaf still short when its planned units ran (judges and the quality check dropped too much) gets top-up
@@ -128,7 +129,7 @@ class LeafScheduler:
                 if led.in_flight:
                     self._parked.add(i)
                 continue
-            ask = min(unit.target, led.need)
+            ask = self._ask(led, unit)
             row = {**unit.row, "target_samples": ask, LEAF_NEED: led.need}
             unit = Unit(unit.id, unit.leaf_id, unit.input_index, unit.share_index, ask, unit.seed, row)
             led.in_flight[unit.id] = ask
@@ -210,19 +211,36 @@ class LeafScheduler:
             return sum(1 for _ in rows)
         return sum(1 for row in rows if self._quality.offer(leaf_id, row) is None)
 
+    def _yield(self, led: LeafLedger) -> float | None:
+        """Samples kept per sample asked: the leaf's so far, else the run's, else None (nothing known yet)."""
+        return led.yield_or(self._run_kept / self._run_asked if self._run_asked else None)
+
+    def _uncovered(self, led: LeafLedger) -> float:
+        """What the leaf still needs beyond what its units in flight are expected to keep (before any yield is
+        known, a unit is expected to keep what it asked for)."""
+        y = self._yield(led)
+        return led.need - sum(led.in_flight.values()) * (1.0 if y is None else y)
+
     def _may_send(self, led: LeafLedger) -> bool:
         """Another unit of this leaf may go: its in-flight units are not expected to fill its need, and it
-        has budget left."""
+        has budget left (before any yield is known, at most a first wave of a quarter of its units)."""
         if led.asked + 1 > led.budget:
             return False
-        asked = sum(led.in_flight.values())
-        if not asked:
+        if not led.in_flight:
             return True
-        prior = self._run_kept / self._run_asked if self._run_asked else None
-        y = led.yield_or(prior)
-        if y is None:  # nothing known yet: a first wave of a quarter of the leaf's units
-            return len(led.in_flight) < max(1, math.ceil(FIRST_WAVE * led.planned))
-        return asked * y < led.need
+        if self._yield(led) is None and len(led.in_flight) >= max(1, math.ceil(FIRST_WAVE * led.planned)):
+            return False
+        return self._uncovered(led) > 0
+
+    def _ask(self, led: LeafLedger, unit: Unit) -> int:
+        """Samples the unit asks for: what the leaf still needs beyond its units in flight, divided by the
+        yield seen so far, within the plan's samples per unit and what is left of the budget. One prompt that
+        asks for 5 pays its prompt tokens once where 5 prompts asking for 1 pay them 5 times (and a small
+        model asked for 1 writes 2-3 anyway)."""
+        y = self._yield(led)
+        want = self._uncovered(led) / (y if y else 1.0)
+        cap = max(unit.target, self.plan.samples_per_unit)
+        return max(1, min(math.ceil(want - 1e-9), cap, int(led.budget - led.asked)))
 
     def _next_unit(self, led: LeafLedger) -> Unit | None:
         """The leaf's next unit not done already (planned first, then top-ups while the budget lasts)."""

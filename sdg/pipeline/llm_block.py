@@ -16,6 +16,7 @@ still drawn as before, so the seeds of every later request stay what they were.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -26,6 +27,8 @@ from sdg.pipeline.templates import PromptFile
 from sdg.pipeline.types import Row
 
 TARGET = "target_samples"  # `num_samples`/`cap` value meaning "this unit's target_samples"
+BUDGET_MIN_ITEMS = 8  # items seen before budget_headroom sizes max_tokens
+BUDGET_SLACK = 32  # tokens on top of a sized budget (a preamble, the blank lines)
 NUM_SAMPLES = "num_samples"  # the placeholder a prompt uses for "how many to write in this reply"
 JUDGE_PARSERS = ("score", "yes_no")  # a block with one of these is a judge unless its YAML says `role`
 
@@ -60,8 +63,14 @@ class LLMBlock(Block):
     valid_range: list[int] | None = None  # [lo, hi] for score parsers: other scores count as out_of_range
     count_generated: bool = False  # this block's parsed items are the unit's raw samples (UnitResult.generated)
     role: Optional[Literal["generate", "judge"]] = None  # who answers; None = judge for score parsers
+    # A call asking for k samples gets max_tokens = k x (completion tokens per parsed item seen so far) x this
+    # + BUDGET_SLACK (never above max_tokens), once BUDGET_MIN_ITEMS were seen: a small model asked for 2 writes
+    # 5, and on a saturated teacher the 3 nobody needs cost as much as kept ones. None: max_tokens always.
+    budget_headroom: float | None = None
     _prompt: PromptFile | None = field(default=None, init=False, repr=False)
     _parser: ParserSpec | None = field(default=None, init=False, repr=False)
+    _seen_tokens: int = field(default=0, init=False, repr=False)  # completion tokens of whole replies ...
+    _seen_items: int = field(default=0, init=False, repr=False)  # ... and the items parsed from them
 
     def check(self, where: str) -> None:
         if self.max_tokens < 1:
@@ -76,6 +85,8 @@ class LLMBlock(Block):
             v = getattr(self, key)
             if isinstance(v, int) and v < 1:
                 raise ConfigError(f"{where}: {key} must be >= 1 (or '{TARGET}'), got {v}")
+        if self.budget_headroom is not None and not self.budget_headroom >= 1:
+            raise ConfigError(f"{where}: budget_headroom must be >= 1 (or left out), got {self.budget_headroom}")
         if self.valid_range is not None and (len(self.valid_range) != 2 or self.valid_range[0] > self.valid_range[1]):
             raise ConfigError(f"{where}: valid_range must be [low, high], got {self.valid_range}")
 
@@ -147,6 +158,7 @@ class LLMBlock(Block):
     async def run(self, rows: list[Row], state: RunState) -> list[Row]:
         assert self._prompt is not None and self._parser is not None
         plans: list[tuple[int, list[dict], int]] = []  # (row index, messages, seed) in a fixed order
+        counts: dict[int, int] = {}  # id(messages) -> samples that call asks for
         for i, row in enumerate(rows):
             for count in self.per_call(state.target):
                 try:
@@ -156,11 +168,13 @@ class LLMBlock(Block):
                     state.error(self.name, "missing_column", f"row has no column {e.args[0]!r} for {self.prompt}")
                     break
                 plans.append((i, messages, (state.next_seed() + (self.seed or 0)) & SEED_MASK))
+                counts[id(messages)] = count
         asks = self._group(plans, state)  # (row index, messages, seed, n)
         if len(asks) == 1:  # the common case: no task and no gather for one request
-            replies = [await self._ask(asks[0][1], asks[0][2], state, asks[0][3])]
+            replies = [await self._ask(asks[0][1], asks[0][2], state, asks[0][3], counts[id(asks[0][1])])]
         else:
-            replies = await asyncio.gather(*(self._ask(messages, seed, state, n) for _, messages, seed, n in asks))
+            replies = await asyncio.gather(*(self._ask(messages, seed, state, n, counts[id(messages)])
+                                             for _, messages, seed, n in asks))
         by_row: dict[int, list[dict]] = {}
         for (i, _, _, _), choices in zip(asks, replies):
             for reply in choices:
@@ -200,8 +214,23 @@ class LLMBlock(Block):
                 asks.append((i, messages, seed, 1))
         return asks
 
-    async def _ask(self, messages: list[dict], seed: int, state: RunState, n: int = 1) -> list[_Reply]:
-        """One request (n choices: one `n` request); a reply per choice asked for."""
+    def token_budget(self, count: int) -> int:
+        """max_tokens for a call asking for `count` samples (see budget_headroom)."""
+        if self.budget_headroom is None or self._seen_items < BUDGET_MIN_ITEMS:
+            return self.max_tokens
+        per_item = self._seen_tokens / self._seen_items
+        return max(1, min(self.max_tokens, math.ceil(count * per_item * self.budget_headroom) + BUDGET_SLACK))
+
+    def _learn(self, completion_tokens: int, replies: list[_Reply], cut: bool) -> None:
+        """Tokens per item from whole replies (none cut by max_tokens): what token_budget sizes calls from."""
+        items = sum(len(r.items) for r in replies)
+        if self.budget_headroom is not None and not cut and items and completion_tokens > 0:
+            self._seen_tokens += completion_tokens
+            self._seen_items += items
+
+    async def _ask(self, messages: list[dict], seed: int, state: RunState, n: int = 1,
+                   count: int = 1) -> list[_Reply]:
+        """One request (n choices: one `n` request) for `count` samples a choice; a reply per choice asked for."""
         assert self._parser is not None
         try:
             extra: dict[str, Any] = {} if self.top_p is None else {"top_p": self.top_p}
@@ -211,7 +240,7 @@ class LLMBlock(Block):
                 state.result.structured_requests += 1
             if n > 1:
                 extra["n"] = n
-            res = await chat(messages, max_tokens=self.max_tokens, temperature=self.temperature,
+            res = await chat(messages, max_tokens=self.token_budget(count), temperature=self.temperature,
                              seed=seed, stop=self.stop, **extra)
         except asyncio.CancelledError:
             raise
@@ -231,11 +260,15 @@ class LLMBlock(Block):
                         retryable=bool(getattr(res, "retryable", True)))
             return [_Reply([], f"request_failed:{kind}")] * n
         if n == 1:
-            return [self._digest(getattr(res, "text", "") or "", getattr(res, "finish_reason", None), state)]
+            finish = getattr(res, "finish_reason", None)
+            replies = [self._digest(getattr(res, "text", "") or "", finish, state)]
+            self._learn(_int(getattr(res, "completion_tokens", 0)), replies, finish == "length")
+            return replies
         texts = list(getattr(res, "texts", ()) or (getattr(res, "text", ""),))[:n]
         finishes = list(getattr(res, "finish_reasons", ()) or ())
         finishes += [getattr(res, "finish_reason", None)] * (len(texts) - len(finishes))
         replies = [self._digest(t or "", f, state) for t, f in zip(texts, finishes)]
+        self._learn(_int(getattr(res, "completion_tokens", 0)), replies, "length" in finishes)
         return replies + [_Reply([], "empty_reply")] * (n - len(replies))  # choices the server did not give
 
     def _digest(self, text: Any, finish_reason: Any, state: RunState) -> _Reply:

@@ -1,0 +1,109 @@
+"""budget_headroom: an llm block sizes a call's max_tokens from the completion tokens per item its whole replies
+took so far, so a model that writes 6 pairs when asked for 2 is cut after about 2 (its last, cut pair dropped)
+instead of being paid for 6. Real HTTP: an aiohttp server in the test's loop that honours max_tokens the way a
+server does (finish_reason "length", the text cut), the real client and block."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+from aiohttp import web
+
+from sdg.engine.session import TeacherWatch, _watched
+from sdg.pipeline.blocks import BindEnv, RunState
+from sdg.pipeline.llm_block import BUDGET_MIN_ITEMS, BUDGET_SLACK, LLMBlock
+from sdg.pipeline.types import UnitContext, UnitResult
+from sdg.teacher.client import Endpoint, TeacherClient
+
+PAIR_TOKENS = 30  # the server counts each pair it writes as 30 completion tokens
+
+
+class Overwriter:
+    """Writes 6 pairs whatever it is asked for, as far as max_tokens lets it (then stops mid-pair)."""
+
+    def __init__(self) -> None:
+        self.max_tokens: list[int] = []
+        self.runner: web.AppRunner | None = None
+
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        limit = int(body["max_tokens"])
+        self.max_tokens.append(limit)
+        k0 = len(self.max_tokens) * 10
+        pairs = [f"Question: What is item {k0 + j} for?\nAnswer: Item {k0 + j} is for test number {k0 + j}."
+                 for j in range(6)]
+        whole = min(6, limit // PAIR_TOKENS)
+        cut = whole < 6
+        text = "\n\n".join(pairs[:whole]) + (f"\n\nQuestion: What is item {k0 + whole} for?\nAns" if cut else "")
+        used = limit if cut else 6 * PAIR_TOKENS
+        return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                               "finish_reason": "length" if cut else "stop"}],
+                                  "usage": {"prompt_tokens": 10, "completion_tokens": used}})
+
+    async def __aenter__(self) -> str:
+        app = web.Application()
+        app.add_routes([web.post("/v1/chat/completions", self.chat)])
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+def _block(tmp_path: Path, headroom: float | None, max_tokens: int = 1024) -> LLMBlock:
+    (tmp_path / "p.txt").write_text("Write {num_samples} question and answer pairs about {topic}.\n")
+    b = LLMBlock(name="gen", prompt="p.txt", parser="qa_pairs", max_tokens=max_tokens, num_samples="target_samples",
+                 cap="target_samples", budget_headroom=headroom)
+    b.bind(BindEnv((tmp_path,)), "test")
+    return b
+
+
+def _run(tmp_path: Path, headroom: float | None, targets: list[int],
+         max_tokens: int = 1024) -> tuple[list[int], list[int], list[dict]]:
+    """Units of the given targets, one after another through one block; (max_tokens sent, rows kept, drops)."""
+    async def main():
+        srv = Overwriter()
+        block = _block(tmp_path, headroom, max_tokens)
+        kept, drops = [], []
+        async with srv as url:
+            async with TeacherClient([Endpoint(url, name="s")], max_retries=0) as client:
+                chat = _watched(client, TeacherWatch(60), 4096)
+                for k, target in enumerate(targets):
+                    state = RunState(UnitContext(chat, 100 + k, "leaf", f"u{k}"), UnitResult(), target)
+                    rows = await block.run([{"topic": "tests"}], state)
+                    kept.append(len(rows))
+                    drops.append(dict(state.result.dropped))
+        return srv.max_tokens, kept, drops
+
+    return asyncio.run(main())
+
+
+def test_calls_are_sized_from_the_tokens_per_item_seen(tmp_path: Path) -> None:
+    sent, kept, drops = _run(tmp_path, 1.5, [5, 5, 2, 2])
+    # two whole replies of 6 items (>= BUDGET_MIN_ITEMS) teach 30 tokens an item; then a call for 2 asks for
+    # 2 x 30 x 1.5 + slack and gets 3 whole pairs (the 4th cut and dropped) where it got 6 before
+    assert 6 * 2 >= BUDGET_MIN_ITEMS
+    assert sent[:2] == [1024, 1024]
+    budget = math.ceil(2 * PAIR_TOKENS * 1.5) + BUDGET_SLACK
+    assert sent[2:] == [budget, budget] and budget < 1024
+    assert kept == [5, 5, 2, 2]
+    assert drops[2]["gen:truncated_item"] == 1 and drops[2]["gen:over_target"] == budget // PAIR_TOKENS - 2
+
+
+def test_without_headroom_every_call_asks_for_max_tokens(tmp_path: Path) -> None:
+    sent, kept, drops = _run(tmp_path, None, [5, 5, 2, 2])
+    assert sent == [1024] * 4 and kept == [5, 5, 2, 2]
+    assert drops[2]["gen:over_target"] == 4 and "gen:truncated_item" not in drops[2]
+
+
+def test_cut_replies_teach_nothing(tmp_path: Path) -> None:
+    """Replies cut by max_tokens say nothing of an item's length: with only those, every call keeps max_tokens."""
+    sent, kept, drops = _run(tmp_path, 1.5, [5] * 4, max_tokens=100)  # 6 pairs need 180: every reply is cut
+    assert sent == [100] * 4 and kept == [3] * 4
+    assert all(d["gen:truncated_item"] == 1 for d in drops)
