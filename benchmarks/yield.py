@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--endpoint-url", default=None)
     ap.add_argument("--max-load", type=float, default=1.2)
     ap.add_argument("--load-wait-s", type=float, default=300.0)
+    ap.add_argument("--keep", default="", help="copy the runs' folders (taxonomy, outputs, teacher log) here")
     args = ap.parse_args(argv)
     from sdg.taxonomy.init import init_taxonomy
 
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         taxonomy = init_taxonomy(tmp / "taxonomy").path
         phases = {name: _phase(args, tmp, taxonomy, on) for name, on in (("before", False), ("after", True))}
+        if args.keep:
+            import shutil
+            shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
     print(f"yield: example taxonomy, simple pipeline, scale {args.scale}, teacher "
           f"{args.endpoint_url or f'embedded SmolLM2-135M on llama.cpp ({args.n_parallel} slots, 2 threads)'}, "
           f"max_tokens {args.max_tokens}; load {load_before} before, {fmt_load()} after")

@@ -72,9 +72,15 @@ def test_a_unit_asks_for_what_its_leaf_still_needs() -> None:
     assert [u.target for u in sent] == [5] and sched.leaves[0].kept == 5 and sched.leaves[0].not_needed == 4
 
     sched = LeafScheduler(plan, {})
-    sent = _drive(sched, lambda u: (3 * u.target) // 5)  # filters keep 3 of 5: the rest asked over that yield
+    sent = _drive(sched, lambda u: (3 * u.target + 4) // 5)  # filters keep 3 of 5 (rounded up)
     led = sched.leaves[0]
-    assert [u.target for u in sent] == [5, 4] and led.kept == 5  # 2 still needed / 0.6 kept per asked -> 4
+    assert [u.target for u in sent] == [5, 2] and led.kept == 5  # then the 2 still needed
+
+    sched = LeafScheduler(plan, {}, max_overgeneration=3.0)
+    sent = _drive(sched, lambda u: 0, in_flight=4)  # nothing ever passes
+    led = sched.leaves[0]
+    # the budget counts plan shares (1 a unit here), not samples asked: 15 requests, not 3 asking for 5
+    assert len(sent) == 15 and led.spent == 15 and led.asked > 15 and led.topups == 10
 
 
 def test_a_leaf_short_after_its_filters_gets_top_ups_within_the_budget() -> None:
@@ -89,7 +95,7 @@ def test_a_leaf_short_after_its_filters_gets_top_ups_within_the_budget() -> None
     sched = LeafScheduler(plan, {}, max_overgeneration=2.0)
     sent = _drive(sched, lambda u: 0)  # nothing ever passes: stops at 2x the target asked, and says why
     led = sched.leaves[0]
-    assert led.kept == 0 and led.asked <= 8 and len(sent) == 4
+    assert led.kept == 0 and led.spent <= 8 and len(sent) == 4
     kept, target, why = sched.shortfalls()["leaf0"]
     assert (kept, target) == (0, 4) and "max_overgeneration" in why
 
@@ -113,7 +119,7 @@ def test_top_ups_go_in_waves_not_one_at_a_time() -> None:
         sched.finish(unit, [{"question": f"{unit.id}-{k}"} for k in range(1)], False)  # a quarter of what is asked
     led = sched.leaves[0]
     assert led.topups > 4 and most_at_once >= 4, (led.topups, most_at_once)
-    assert led.asked <= 3 * 32
+    assert led.spent <= 3 * 32
 
 
 @dataclass

@@ -107,3 +107,13 @@ def test_cut_replies_teach_nothing(tmp_path: Path) -> None:
     sent, kept, drops = _run(tmp_path, 1.5, [5] * 4, max_tokens=100)  # 6 pairs need 180: every reply is cut
     assert sent == [100] * 4 and kept == [3] * 4
     assert all(d["gen:truncated_item"] == 1 for d in drops)
+
+
+def test_each_leaf_learns_its_own_item_length(tmp_path: Path) -> None:
+    """A haiku leaf's items are longer than a unit-conversion leaf's: one leaf's replies size only its calls."""
+    from sdg.pipeline.llm_block import _Reply
+
+    block = _block(tmp_path, 1.5)
+    block._learn("short", 10 * PAIR_TOKENS, [_Reply([{"question": "q", "answer": "a"}] * 10)], cut=False)
+    assert block.token_budget(2, "short") == math.ceil(2 * PAIR_TOKENS * 1.5) + BUDGET_SLACK
+    assert block.token_budget(2, "long") == 1024

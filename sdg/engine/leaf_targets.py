@@ -1,7 +1,7 @@
 """Leaf-level targets: a leaf's units share the leaf's target, so no valid sample is thrown away while its
 leaf still needs samples, and a leaf that has what it needs asks for nothing more.
 
-- A unit asks for what its leaf still needs beyond its units in flight, over the yield so far, up to the plan's
+- A unit asks for what its leaf still needs beyond what its units in flight are expected to keep, up to the plan's
   samples_per_unit (`_ask`; its row's `target_samples`), and may keep what its leaf still needs when it starts
   (`_leaf_need` on its row; `cap: target_samples` blocks keep up to it): the extra pairs a model writes count.
 - Units go out in waves: a leaf sends another unit only while what its units in flight are expected to keep
@@ -11,7 +11,9 @@ leaf still needs samples, and a leaf that has what it needs asks for nothing mor
 - A leaf whose need is met sends none of its remaining units (they are "not needed": a resume recomputes the
   same from the journals, so they are never sent later either).
 - A leaf still short when its planned units ran (judges and the quality check dropped too much) gets top-up
-  units (`LeafPlan.unit_at` past the plan), until it asked for `pipeline.max_overgeneration` x its target in all.
+  units (`LeafPlan.unit_at` past the plan), until the units it sent are worth `pipeline.max_overgeneration` x its
+  target in plan shares (a unit counts its planned share whatever it asks for: the budget bounds requests, and
+  a small model writes about as many samples whatever it is asked).
 - What counts as kept while the run goes is what the streaming quality check keeps (`QualityStage`, fed in
   completion order); the final decision is finish()'s, in plan order (sdg.output.quality_pass), which also
   keeps at most the target per leaf, in unit order.
@@ -43,9 +45,10 @@ class LeafLedger:
     leaf_id: str
     target: int
     planned: int  # planned units
-    budget: float  # samples it may ask for in all (max_overgeneration x target)
+    budget: float  # plan shares its units may be worth in all (max_overgeneration x target)
     kept: int = 0
     asked: int = 0  # samples asked for by units sent (this run) or done (resumed)
+    spent: int = 0  # the plan shares of those units (what the budget counts)
     done_asked: int = 0  # of those, by units that finished (the yield's denominator)
     done_kept: int = 0
     in_flight: dict[str, int] = field(default_factory=dict)  # unit id -> samples asked
@@ -97,6 +100,7 @@ class LeafScheduler:
         kept = self._count(leaf_id, rows)
         led.kept += kept
         led.asked += unit.target
+        led.spent += unit.target
         led.done_asked += unit.target
         led.done_kept += kept
 
@@ -130,6 +134,7 @@ class LeafScheduler:
                     self._parked.add(i)
                 continue
             ask = self._ask(led, unit)
+            led.spent += unit.target  # the plan's share, before the ask replaces it
             row = {**unit.row, "target_samples": ask, LEAF_NEED: led.need}
             unit = Unit(unit.id, unit.leaf_id, unit.input_index, unit.share_index, ask, unit.seed, row)
             led.in_flight[unit.id] = ask
@@ -172,6 +177,7 @@ class LeafScheduler:
             return
         led.planned_in_flight -= int(not self.is_topup(unit))
         led.asked -= unit.target
+        led.spent -= self._share(unit)
         led.sent -= 1
         self._returned.setdefault(i, []).append(unit)
         self._parked.discard(i)
@@ -183,8 +189,9 @@ class LeafScheduler:
         out = {}
         for led in self.leaves:
             if led.kept < led.target:
-                why = (f"asked for {led.asked} samples, pipeline.max_overgeneration allows {led.budget:g}"
-                       if led.asked + 1 > led.budget else "units failed or were not run")
+                why = (f"sent units worth {led.spent} samples of the plan (asked for {led.asked}), "
+                       f"pipeline.max_overgeneration allows {led.budget:g}"
+                       if led.spent + 1 > led.budget else "units failed or were not run")
                 out[led.leaf_id] = (led.kept, led.target, why)
         return out
 
@@ -224,7 +231,7 @@ class LeafScheduler:
     def _may_send(self, led: LeafLedger) -> bool:
         """Another unit of this leaf may go: its in-flight units are not expected to fill its need, and it
         has budget left (before any yield is known, at most a first wave of a quarter of its units)."""
-        if led.asked + 1 > led.budget:
+        if led.spent + 1 > led.budget:
             return False
         if not led.in_flight:
             return True
@@ -233,14 +240,18 @@ class LeafScheduler:
         return self._uncovered(led) > 0
 
     def _ask(self, led: LeafLedger, unit: Unit) -> int:
-        """Samples the unit asks for: what the leaf still needs beyond its units in flight, divided by the
-        yield seen so far, within the plan's samples per unit and what is left of the budget. One prompt that
-        asks for 5 pays its prompt tokens once where 5 prompts asking for 1 pay them 5 times (and a small
-        model asked for 1 writes 2-3 anyway)."""
-        y = self._yield(led)
-        want = self._uncovered(led) / (y if y else 1.0)
+        """Samples the unit asks for: what the leaf still needs beyond what its units in flight are expected to
+        keep, within the plan's samples per unit. One prompt that asks for 5 pays
+        its prompt tokens once where 5 prompts asking for 1 pay them 5 times (and a small model asked for 1
+        writes 2-3 anyway). A low yield is made up by more units at once (_may_send), not by asking one prompt
+        for more than is needed: a small model writes about as many whatever it is asked."""
         cap = max(unit.target, self.plan.samples_per_unit)
-        return max(1, min(math.ceil(want - 1e-9), cap, int(led.budget - led.asked)))
+        return max(1, min(math.ceil(self._uncovered(led) - 1e-9), cap))
+
+    def _share(self, unit: Unit) -> int:
+        """The plan's share of a unit (its target before an ask replaced it): planned, or a top-up's."""
+        shares = self.plan.leaves[self._index(unit.leaf_id)].shares
+        return shares[unit.share_index] if unit.share_index < len(shares) else max(shares)
 
     def _next_unit(self, led: LeafLedger) -> Unit | None:
         """The leaf's next unit not done already (planned first, then top-ups while the budget lasts)."""
@@ -255,7 +266,7 @@ class LeafScheduler:
                     return None  # top-ups only once the planned units are back (their yield decides how many go
                     # at once: _may_send), never for units that failed (the next run redoes those)
                 unit = lp.unit_at(index, self.plan.seed)
-                if led.asked + min(unit.target, led.need) > led.budget:
+                if led.spent + unit.target > led.budget:
                     return None
                 led.topups += 1
             else:

@@ -63,14 +63,15 @@ class LLMBlock(Block):
     valid_range: list[int] | None = None  # [lo, hi] for score parsers: other scores count as out_of_range
     count_generated: bool = False  # this block's parsed items are the unit's raw samples (UnitResult.generated)
     role: Optional[Literal["generate", "judge"]] = None  # who answers; None = judge for score parsers
-    # A call asking for k samples gets max_tokens = k x (completion tokens per parsed item seen so far) x this
-    # + BUDGET_SLACK (never above max_tokens), once BUDGET_MIN_ITEMS were seen: a small model asked for 2 writes
-    # 5, and on a saturated teacher the 3 nobody needs cost as much as kept ones. None: max_tokens always.
+    # A call asking for k samples gets max_tokens = k x (completion tokens per parsed item seen so far in its
+    # leaf) x this + BUDGET_SLACK (never above max_tokens), once the leaf's replies held BUDGET_MIN_ITEMS: a small
+    # model asked for 2 writes 5, and on a saturated teacher the 3 nobody needs cost as much as kept ones.
+    # Per leaf: a haiku leaf's items are longer than a unit-conversion leaf's. None: max_tokens always.
     budget_headroom: float | None = None
     _prompt: PromptFile | None = field(default=None, init=False, repr=False)
     _parser: ParserSpec | None = field(default=None, init=False, repr=False)
-    _seen_tokens: int = field(default=0, init=False, repr=False)  # completion tokens of whole replies ...
-    _seen_items: int = field(default=0, init=False, repr=False)  # ... and the items parsed from them
+    # leaf id -> [completion tokens of whole replies, items parsed from them]
+    _seen: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
 
     def check(self, where: str) -> None:
         if self.max_tokens < 1:
@@ -214,19 +215,20 @@ class LLMBlock(Block):
                 asks.append((i, messages, seed, 1))
         return asks
 
-    def token_budget(self, count: int) -> int:
-        """max_tokens for a call asking for `count` samples (see budget_headroom)."""
-        if self.budget_headroom is None or self._seen_items < BUDGET_MIN_ITEMS:
+    def token_budget(self, count: int, leaf_id: str = "") -> int:
+        """max_tokens for a call of the leaf asking for `count` samples (see budget_headroom)."""
+        tokens, items = self._seen.get(leaf_id, (0, 0))
+        if self.budget_headroom is None or items < BUDGET_MIN_ITEMS:
             return self.max_tokens
-        per_item = self._seen_tokens / self._seen_items
-        return max(1, min(self.max_tokens, math.ceil(count * per_item * self.budget_headroom) + BUDGET_SLACK))
+        return max(1, min(self.max_tokens, math.ceil(count * tokens / items * self.budget_headroom) + BUDGET_SLACK))
 
-    def _learn(self, completion_tokens: int, replies: list[_Reply], cut: bool) -> None:
+    def _learn(self, leaf_id: str, completion_tokens: int, replies: list[_Reply], cut: bool) -> None:
         """Tokens per item from whole replies (none cut by max_tokens): what token_budget sizes calls from."""
         items = sum(len(r.items) for r in replies)
         if self.budget_headroom is not None and not cut and items and completion_tokens > 0:
-            self._seen_tokens += completion_tokens
-            self._seen_items += items
+            seen = self._seen.setdefault(leaf_id, [0, 0])
+            seen[0] += completion_tokens
+            seen[1] += items
 
     async def _ask(self, messages: list[dict], seed: int, state: RunState, n: int = 1,
                    count: int = 1) -> list[_Reply]:
@@ -240,7 +242,7 @@ class LLMBlock(Block):
                 state.result.structured_requests += 1
             if n > 1:
                 extra["n"] = n
-            res = await chat(messages, max_tokens=self.token_budget(count), temperature=self.temperature,
+            res = await chat(messages, max_tokens=self.token_budget(count, state.ctx.leaf_id), temperature=self.temperature,
                              seed=seed, stop=self.stop, **extra)
         except asyncio.CancelledError:
             raise
@@ -262,13 +264,13 @@ class LLMBlock(Block):
         if n == 1:
             finish = getattr(res, "finish_reason", None)
             replies = [self._digest(getattr(res, "text", "") or "", finish, state)]
-            self._learn(_int(getattr(res, "completion_tokens", 0)), replies, finish == "length")
+            self._learn(state.ctx.leaf_id, _int(getattr(res, "completion_tokens", 0)), replies, finish == "length")
             return replies
         texts = list(getattr(res, "texts", ()) or (getattr(res, "text", ""),))[:n]
         finishes = list(getattr(res, "finish_reasons", ()) or ())
         finishes += [getattr(res, "finish_reason", None)] * (len(texts) - len(finishes))
         replies = [self._digest(t or "", f, state) for t, f in zip(texts, finishes)]
-        self._learn(_int(getattr(res, "completion_tokens", 0)), replies, "length" in finishes)
+        self._learn(state.ctx.leaf_id, _int(getattr(res, "completion_tokens", 0)), replies, "length" in finishes)
         return replies + [_Reply([], "empty_reply")] * (n - len(replies))  # choices the server did not give
 
     def _digest(self, text: Any, finish_reason: Any, state: RunState) -> _Reply:
