@@ -40,7 +40,8 @@ def _teacher(args: argparse.Namespace, tmp: Path):
     from sdg.teacher.models import embedded_gguf
 
     model_dir = Path(to_object(compose_config([])).teacher.model_dir)
-    server = LlamaCppServer(gguf=str(embedded_gguf(model_dir)), model_name="teacher", context_length=4096,
+    gguf = args.gguf or str(embedded_gguf(model_dir))
+    server = LlamaCppServer(gguf=gguf, model_name="teacher", context_length=4096,
                             n_parallel=args.n_parallel, n_threads=2, log_path=tmp / "teacher.log",
                             startup_timeout_s=300)
 
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-parallel", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--endpoint-url", default=None)
+    ap.add_argument("--gguf", default="", help="serve this GGUF instead of the embedded SmolLM2-135M (e.g. the "
+                    "Qwen2.5-Coder-0.5B that vs_instructlab.py assembles under ~/.cache/sdg-bench/)")
     ap.add_argument("--max-load", type=float, default=1.2)
     ap.add_argument("--load-wait-s", type=float, default=300.0)
     ap.add_argument("--keep", default="", help="copy the runs' folders (taxonomy, outputs, teacher log) here")
@@ -97,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             import shutil
             shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
+    model = Path(args.gguf).name if args.gguf else "embedded SmolLM2-135M"
     print(f"yield: example taxonomy, simple pipeline, scale {args.scale}, teacher "
-          f"{args.endpoint_url or f'embedded SmolLM2-135M on llama.cpp ({args.n_parallel} slots, 2 threads)'}, "
+          f"{args.endpoint_url or f'{model} on llama.cpp ({args.n_parallel} slots, 2 threads)'}, "
           f"max_tokens {args.max_tokens}; load {load_before} before, {fmt_load()} after")
     keys = ("kept", "target", "units_run", "not_needed", "topups", "requests", "prompt_tokens", "completion_tokens",
             "kept_per_1k_tokens", "kept_per_1k_computed_tokens", "requests_per_kept", "completion_share_on_dropped", "prefix_cache_hit_rate", "wall_s")
