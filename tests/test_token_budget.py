@@ -86,10 +86,11 @@ def _run(tmp_path: Path, headroom: float | None, targets: list[int],
 
 def test_calls_are_sized_from_the_tokens_per_item_seen(tmp_path: Path) -> None:
     sent, kept, drops = _run(tmp_path, 1.5, [5, 5, 2, 2])
-    # two whole replies of 6 items (>= BUDGET_MIN_ITEMS) teach 30 tokens an item; then a call for 2 asks for
-    # 2 x 30 x 1.5 + slack and gets 3 whole pairs (the 4th cut and dropped) where it got 6 before
-    assert 6 * 2 >= BUDGET_MIN_ITEMS
-    assert sent[:2] == [1024, 1024]
+    # a whole reply of 6 items (>= BUDGET_MIN_ITEMS) teaches 30 tokens an item; then a call for 5 asks for
+    # 5 x 30 x 1.5 + slack (all 6 fit), and a call for 2 for 2 x 30 x 1.5 + slack: it gets 4 whole pairs (the
+    # 5th cut and dropped) where it got 6 before
+    assert 6 >= BUDGET_MIN_ITEMS
+    assert sent[:2] == [1024, math.ceil(5 * PAIR_TOKENS * 1.5) + BUDGET_SLACK]
     budget = math.ceil(2 * PAIR_TOKENS * 1.5) + BUDGET_SLACK
     assert sent[2:] == [budget, budget] and budget < 1024
     assert kept == [5, 5, 2, 2]
@@ -114,6 +115,6 @@ def test_each_leaf_learns_its_own_item_length(tmp_path: Path) -> None:
     from sdg.pipeline.llm_block import _Reply
 
     block = _block(tmp_path, 1.5)
-    block._learn("short", 10 * PAIR_TOKENS, [_Reply([{"question": "q", "answer": "a"}] * 10)], cut=False)
+    block._learn("short", 4 * PAIR_TOKENS, [_Reply([{"question": "q", "answer": "a"}] * 4)], cut=False)
     assert block.token_budget(2, "short") == math.ceil(2 * PAIR_TOKENS * 1.5) + BUDGET_SLACK
     assert block.token_budget(2, "long") == 1024

@@ -27,7 +27,7 @@ from sdg.pipeline.templates import PromptFile
 from sdg.pipeline.types import Row
 
 TARGET = "target_samples"  # `num_samples`/`cap` value meaning "this unit's target_samples"
-BUDGET_MIN_ITEMS = 8  # items seen before budget_headroom sizes max_tokens
+BUDGET_MIN_ITEMS = 4  # items a leaf's whole replies held before budget_headroom sizes its max_tokens
 BUDGET_SLACK = 32  # tokens on top of a sized budget (a preamble, the blank lines)
 NUM_SAMPLES = "num_samples"  # the placeholder a prompt uses for "how many to write in this reply"
 JUDGE_PARSERS = ("score", "yes_no")  # a block with one of these is a judge unless its YAML says `role`
@@ -64,7 +64,7 @@ class LLMBlock(Block):
     count_generated: bool = False  # this block's parsed items are the unit's raw samples (UnitResult.generated)
     role: Optional[Literal["generate", "judge"]] = None  # who answers; None = judge for score parsers
     # A call asking for k samples gets max_tokens = k x (completion tokens per parsed item seen so far in its
-    # leaf) x this + BUDGET_SLACK (never above max_tokens), once the leaf's replies held BUDGET_MIN_ITEMS: a small
+    # leaf) x this + BUDGET_SLACK (never above max_tokens), once its whole replies held BUDGET_MIN_ITEMS: a small
     # model asked for 2 writes 5, and on a saturated teacher the 3 nobody needs cost as much as kept ones.
     # Per leaf: a haiku leaf's items are longer than a unit-conversion leaf's. None: max_tokens always.
     budget_headroom: float | None = None
