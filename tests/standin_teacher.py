@@ -28,6 +28,29 @@ from aiohttp import web
 PAIRS = 5
 
 
+class InLoopServer:
+    """An aiohttp server in the test's own event loop (`async with srv as url`: its /v1 base URL), for stand-ins
+    that shape replies per test; subclasses list their routes in `routes()`."""
+
+    runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> str:
+        app = web.Application()
+        app.add_routes(self.routes())
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
 def reply_text(messages: list[dict[str, Any]]) -> str:
     key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
     return "\n\n".join(f"Question: What does stand-in fact {key}-{i} say?\nAnswer: Stand-in fact {key}-{i} says that "

@@ -9,17 +9,17 @@ import asyncio
 from aiohttp import web
 
 from sdg.teacher.client import Endpoint, TeacherClient
+from tests.standin_teacher import InLoopServer
 
 K = 5
 
 
-class Throttling:
+class Throttling(InLoopServer):
     """429 while more than `k` requests are being served; else an answer after `delay_s`."""
 
     def __init__(self, k: int, delay_s: float = 0.02, props: dict | None = None) -> None:
         self.k, self.delay_s, self.props = k, delay_s, props
         self.active = self.peak = self.rejected = self.served = 0
-        self.runner: web.AppRunner | None = None
 
     async def chat(self, request: web.Request) -> web.Response:
         await request.read()
@@ -41,18 +41,8 @@ class Throttling:
             return web.json_response({"error": "not found"}, status=404)
         return web.json_response(self.props)
 
-    async def __aenter__(self) -> str:
-        app = web.Application()
-        app.add_routes([web.post("/v1/chat/completions", self.chat), web.get("/props", self.get_props)])
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self.chat), web.get("/props", self.get_props)]
 
 
 def run_load(srv: Throttling, *, requests: int, max_in_flight: int, adaptive: bool = True):

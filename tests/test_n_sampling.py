@@ -15,16 +15,16 @@ from sdg.pipeline.blocks import BindEnv, RunState
 from sdg.pipeline.llm_block import LLMBlock
 from sdg.pipeline.types import UnitContext, UnitResult
 from sdg.teacher.client import Completion, Endpoint, TeacherClient
+from tests.standin_teacher import InLoopServer
 
 PAIR = "Question: What is choice {k} about?\nAnswer: Choice {k} is about item {k}, with an example."
 
 
-class NStandIn:
+class NStandIn(InLoopServer):
     """Chat completions with `n` choices (accepts_n) or a 400 for any n > 1; `bodies` keeps every request."""
 
     def __init__(self, accepts_n: bool) -> None:
         self.accepts_n, self.bodies = accepts_n, []
-        self.runner: web.AppRunner | None = None
 
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -37,18 +37,8 @@ class NStandIn:
                     "finish_reason": "stop"} for j in range(n)]
         return web.json_response({"choices": choices, "usage": {"prompt_tokens": 10, "completion_tokens": 20 * n}})
 
-    async def __aenter__(self) -> str:
-        app = web.Application()
-        app.add_routes([web.post("/v1/chat/completions", self.chat)])
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self.chat)]
 
 
 def block(tmp_path: Path, num_samples: int = 4) -> LLMBlock:

@@ -16,16 +16,16 @@ from sdg.pipeline.blocks import BindEnv, RunState
 from sdg.pipeline.llm_block import BUDGET_MIN_ITEMS, BUDGET_SLACK, LLMBlock
 from sdg.pipeline.types import UnitContext, UnitResult
 from sdg.teacher.client import Endpoint, TeacherClient
+from tests.standin_teacher import InLoopServer
 
 PAIR_TOKENS = 30  # the server counts each pair it writes as 30 completion tokens
 
 
-class Overwriter:
+class Overwriter(InLoopServer):
     """Writes 6 pairs whatever it is asked for, as far as max_tokens lets it (then stops mid-pair)."""
 
     def __init__(self) -> None:
         self.max_tokens: list[int] = []
-        self.runner: web.AppRunner | None = None
 
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -42,18 +42,8 @@ class Overwriter:
                                                "finish_reason": "length" if cut else "stop"}],
                                   "usage": {"prompt_tokens": 10, "completion_tokens": used}})
 
-    async def __aenter__(self) -> str:
-        app = web.Application()
-        app.add_routes([web.post("/v1/chat/completions", self.chat)])
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self.chat)]
 
 
 def _block(tmp_path: Path, headroom: float | None, max_tokens: int = 1024) -> LLMBlock:
@@ -71,14 +61,13 @@ def _run(tmp_path: Path, headroom: float | None, targets: list[int],
         srv = Overwriter()
         block = _block(tmp_path, headroom, max_tokens)
         kept, drops = [], []
-        async with srv as url:
-            async with TeacherClient([Endpoint(url, name="s")], max_retries=0) as client:
-                chat = _watched(client, TeacherWatch(60), 4096)
-                for k, target in enumerate(targets):
-                    state = RunState(UnitContext(chat, 100 + k, "leaf", f"u{k}"), UnitResult(), target)
-                    rows = await block.run([{"topic": "tests"}], state)
-                    kept.append(len(rows))
-                    drops.append(dict(state.result.dropped))
+        async with srv as url, TeacherClient([Endpoint(url, name="s")], max_retries=0) as client:
+            chat = _watched(client, TeacherWatch(60), 4096)
+            for k, target in enumerate(targets):
+                state = RunState(UnitContext(chat, 100 + k, "leaf", f"u{k}"), UnitResult(), target)
+                rows = await block.run([{"topic": "tests"}], state)
+                kept.append(len(rows))
+                drops.append(dict(state.result.dropped))
         return srv.max_tokens, kept, drops
 
     return asyncio.run(main())
