@@ -83,6 +83,20 @@ def test_a_unit_asks_for_what_its_leaf_still_needs() -> None:
     assert len(sent) == 15 and led.spent == 15 and led.asked > 15 and led.topups == 10
 
 
+def test_a_unit_given_back_is_asked_again_and_budgeted_once() -> None:
+    """A lost node's unit goes back with its ask as its target: taken again it asks what the leaf then needs,
+    and the budget counts its plan share once, not its old ask."""
+    plan = Plan(_plan(5, (1,)).leaves, 1, 5, 7)
+    sched = LeafScheduler(plan, {})
+    unit = sched.take()
+    assert unit is not None and unit.target == 5 and sched.leaves[0].spent == 1
+    sched.give_back(unit)
+    assert sched.leaves[0].spent == 0 and sched.leaves[0].asked == 0
+    again = sched.take()
+    assert again is not None and again.id == unit.id and again.target == 5
+    assert sched.leaves[0].spent == 1 and sched.leaves[0].asked == 5
+
+
 def test_a_leaf_short_after_its_filters_gets_top_ups_within_the_budget() -> None:
     plan = _plan(2, (2,))  # target 4 in 2 units
     sched = LeafScheduler(plan, {}, max_overgeneration=3.0)

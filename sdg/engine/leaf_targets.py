@@ -100,7 +100,7 @@ class LeafScheduler:
         kept = self._count(leaf_id, rows)
         led.kept += kept
         led.asked += unit.target
-        led.spent += unit.target
+        led.spent += self._share(unit)
         led.done_asked += unit.target
         led.done_kept += kept
 
@@ -134,7 +134,7 @@ class LeafScheduler:
                     self._parked.add(i)
                 continue
             ask = self._ask(led, unit)
-            led.spent += unit.target  # the plan's share, before the ask replaces it
+            led.spent += self._share(unit)  # the plan's share (a given-back unit carries its old ask)
             row = {**unit.row, "target_samples": ask, LEAF_NEED: led.need}
             unit = Unit(unit.id, unit.leaf_id, unit.input_index, unit.share_index, ask, unit.seed, row)
             led.in_flight[unit.id] = ask
