@@ -79,8 +79,10 @@ def test_a_unit_asks_for_what_its_leaf_still_needs() -> None:
     sched = LeafScheduler(plan, {}, max_overgeneration=3.0)
     sent = _drive(sched, lambda u: 0, in_flight=4)  # nothing ever passes
     led = sched.leaves[0]
-    # the budget counts plan shares (1 a unit here), not samples asked: 15 requests, not 3 asking for 5
-    assert len(sent) == 15 and led.spent == 15 and led.asked > 15 and led.topups == 10
+    # the budget counts plan shares (1 a unit here), not samples asked: 15 units, not 3 asking for 5; once a
+    # finished unit kept nothing, each asks for its share only, so a hopeless leaf costs what its plan does
+    assert len(sent) == 15 and led.spent == 15 and led.topups == 10
+    assert [u.target for u in sent[:4]] == [5, 1, 1, 1] and led.asked == 5 + 14
 
 
 def test_a_unit_given_back_is_asked_again_and_budgeted_once() -> None:

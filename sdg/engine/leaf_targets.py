@@ -244,8 +244,11 @@ class LeafScheduler:
         keep, within the plan's samples per unit. One prompt that asks for 5 pays
         its prompt tokens once where 5 prompts asking for 1 pay them 5 times (and a small model asked for 1
         writes 2-3 anyway). A low yield is made up by more units at once (_may_send), not by asking one prompt
-        for more than is needed: a small model writes about as many whatever it is asked."""
-        cap = max(unit.target, self.plan.samples_per_unit)
+        for more than is needed: a small model writes about as many whatever it is asked. A leaf that has kept
+        nothing from its finished units asks for its plan share only."""
+        if led.done_asked and not led.done_kept:  # nothing kept yet: its share, so a hopeless leaf costs what
+            return self._share(unit)  # its plan does (a full pipeline's contexts block makes a call per sample)
+        cap = max(self._share(unit), self.plan.samples_per_unit)
         return max(1, min(math.ceil(self._uncovered(led) - 1e-9), cap))
 
     def _share(self, unit: Unit) -> int:

@@ -252,7 +252,7 @@ class LLMBlock(Block):
         result.requests += n  # calls, as the plan's estimate counts them
         endpoint = getattr(res, "endpoint", "")
         if isinstance(endpoint, str) and endpoint:
-            result.servers[endpoint] += 1
+            result.servers[endpoint] += _int(getattr(res, "http_requests", 1)) or 1  # n requests for n choices
         result.prompt_tokens += _int(getattr(res, "prompt_tokens", 0))
         result.completion_tokens += _int(getattr(res, "completion_tokens", 0))
         result.cached_tokens += _int(getattr(res, "cached_tokens", 0))

@@ -86,6 +86,7 @@ class Completion:
     texts: tuple[str, ...] = ()
     cached_tokens: int = 0  # prompt tokens the server's prefix cache served (usage.prompt_tokens_details)
     finish_reasons: tuple[str | None, ...] = ()  # per choice, like `texts`
+    http_requests: int = 1  # requests the server(s) answered for it: n when n choices went as n requests
 
     @property
     def ok(self) -> bool:
@@ -328,7 +329,7 @@ class TeacherClient:
                           sum(r.completion_tokens for r in oks), first.endpoint, max(r.attempts for r in results),
                           max(r.latency_s for r in oks), tuple(t for r in oks for t in (r.texts or (r.text,))),
                           sum(r.cached_tokens for r in oks),
-                          tuple(f for r in oks for f in (r.finish_reasons or (r.finish_reason,))))
+                          tuple(f for r in oks for f in (r.finish_reasons or (r.finish_reason,))), len(results))
 
     async def complete(self, prompt: str, *, max_tokens: int, temperature: float = 0.7, seed: int | None = None,
                        stop: list[str] | None = None, prefix_key: str | None = None, **extra: Any) -> Result:
