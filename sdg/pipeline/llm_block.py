@@ -158,8 +158,7 @@ class LLMBlock(Block):
 
     async def run(self, rows: list[Row], state: RunState) -> list[Row]:
         assert self._prompt is not None and self._parser is not None
-        plans: list[tuple[int, list[dict], int]] = []  # (row index, messages, seed) in a fixed order
-        counts: dict[int, int] = {}  # id(messages) -> samples that call asks for
+        plans: list[tuple[int, list[dict], int, int]] = []  # (row index, messages, seed, count) in a fixed order
         for i, row in enumerate(rows):
             for count in self.per_call(state.target):
                 try:
@@ -168,16 +167,16 @@ class LLMBlock(Block):
                     state.drop(self.name, "missing_column")
                     state.error(self.name, "missing_column", f"row has no column {e.args[0]!r} for {self.prompt}")
                     break
-                plans.append((i, messages, (state.next_seed() + (self.seed or 0)) & SEED_MASK))
-                counts[id(messages)] = count
-        asks = self._group(plans, state)  # (row index, messages, seed, n)
+                plans.append((i, messages, (state.next_seed() + (self.seed or 0)) & SEED_MASK, count))
+        asks = self._group(plans, state)  # (row index, messages, seed, count, n)
         if len(asks) == 1:  # the common case: no task and no gather for one request
-            replies = [await self._ask(asks[0][1], asks[0][2], state, asks[0][3], counts[id(asks[0][1])])]
+            _, messages, seed, count, n = asks[0]
+            replies = [await self._ask(messages, seed, count, n, state)]
         else:
-            replies = await asyncio.gather(*(self._ask(messages, seed, state, n, counts[id(messages)])
-                                             for _, messages, seed, n in asks))
+            replies = await asyncio.gather(*(self._ask(messages, seed, count, n, state)
+                                             for _, messages, seed, count, n in asks))
         by_row: dict[int, list[dict]] = {}
-        for (i, _, _, _), choices in zip(asks, replies):
+        for (i, *_), choices in zip(asks, replies):
             for reply in choices:
                 if reply.reason:
                     state.drop(self.name, reply.reason)
@@ -200,19 +199,18 @@ class LLMBlock(Block):
         judge = state.ctx.judge
         return judge.chat if self.is_judge and judge is not None else state.ctx.chat
 
-    def _group(self, plans: list[tuple[int, list[dict], int]],
-               state: RunState) -> list[tuple[int, list[dict], int, int]]:
-        """Consecutive calls of one row with identical messages as one ask with n choices (first call's seed),
-        where the chat takes `n`; else one ask per call."""
+    def _group(self, plans: list[tuple[int, list[dict], int, int]],
+               state: RunState) -> list[tuple[int, list[dict], int, int, int]]:
+        """Consecutive calls of one row with identical messages (so the same count) as one ask with n choices
+        (first call's seed), where the chat takes `n`; else one ask per call. (row, messages, seed, count, n)"""
         if len(plans) < 2 or not getattr(self._chat(state), "supports_n", False):
-            return [(i, m, seed, 1) for i, m, seed in plans]
-        asks: list[tuple[int, list[dict], int, int]] = []
-        for i, messages, seed in plans:
+            return [(*plan, 1) for plan in plans]
+        asks: list[tuple[int, list[dict], int, int, int]] = []
+        for i, messages, seed, count in plans:
             if asks and asks[-1][0] == i and asks[-1][1] == messages:
-                last = asks[-1]
-                asks[-1] = (i, last[1], last[2], last[3] + 1)
+                asks[-1] = (*asks[-1][:4], asks[-1][4] + 1)
             else:
-                asks.append((i, messages, seed, 1))
+                asks.append((i, messages, seed, count, 1))
         return asks
 
     def token_budget(self, count: int, leaf_id: str = "") -> int:
@@ -230,8 +228,7 @@ class LLMBlock(Block):
             seen[0] += completion_tokens
             seen[1] += items
 
-    async def _ask(self, messages: list[dict], seed: int, state: RunState, n: int = 1,
-                   count: int = 1) -> list[_Reply]:
+    async def _ask(self, messages: list[dict], seed: int, count: int, n: int, state: RunState) -> list[_Reply]:
         """One request (n choices: one `n` request) for `count` samples a choice; a reply per choice asked for."""
         assert self._parser is not None
         try:
@@ -242,8 +239,8 @@ class LLMBlock(Block):
                 state.result.structured_requests += 1
             if n > 1:
                 extra["n"] = n
-            res = await chat(messages, max_tokens=self.token_budget(count, state.ctx.leaf_id), temperature=self.temperature,
-                             seed=seed, stop=self.stop, **extra)
+            res = await chat(messages, max_tokens=self.token_budget(count, state.ctx.leaf_id),
+                             temperature=self.temperature, seed=seed, stop=self.stop, **extra)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the contract says chat never raises; a bad one must not end the unit
