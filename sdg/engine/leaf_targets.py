@@ -253,8 +253,7 @@ class LeafScheduler:
 
     def _share(self, unit: Unit) -> int:
         """The plan's share of a unit (its target before an ask replaced it): planned, or a top-up's."""
-        shares = self.plan.leaves[self._index(unit.leaf_id)].shares
-        return shares[unit.share_index] if unit.share_index < len(shares) else max(shares)
+        return self.plan.leaves[self._index(unit.leaf_id)].share(unit.share_index)
 
     def _next_unit(self, led: LeafLedger) -> Unit | None:
         """The leaf's next unit not done already (planned first, then top-ups while the budget lasts)."""

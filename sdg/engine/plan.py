@@ -100,6 +100,11 @@ class LeafPlan:
             return self._unit(self.send_order[k], j, self.shares[j], seed)
         return self.unit_at(index, seed)
 
+    def share(self, share_index: int) -> int:
+        """Samples a unit with this share index targets in the plan: its planned share, or (a top-up round's
+        index, past `shares`) the largest share."""
+        return self.shares[share_index] if share_index < len(self.shares) else max(self.shares)
+
     def unit_at(self, index: int, seed: int) -> Unit:
         """The leaf's `index`-th unit: the planned ones (iter_units order), then top-up units, asked for when
         the leaf is still short once its planned units ran (leaf-level targets): round r gives every input a
@@ -108,7 +113,7 @@ class LeafPlan:
             i, j = divmod(index, len(self.shares))
             return self._unit(i, j, self.shares[j], seed)
         r, i = divmod(index - self.units, len(self.inputs))
-        return self._unit(i, len(self.shares) + r, max(self.shares), seed)
+        return self._unit(i, len(self.shares) + r, self.share(len(self.shares) + r), seed)
 
 
 @dataclass(frozen=True)
