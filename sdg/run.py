@@ -322,14 +322,15 @@ class GenerateResult:
                           time.time() - self.started, dict(self.executor))
 
 
-def finish(run: Run, *, log: Log = print) -> GenerateResult:
-    """Journals -> InstructLab outputs, quality report, manifest and dataset card; run.json complete or incomplete."""
+def _write_files(run: Run, result: GenerateResult) -> tuple[Path, int]:
+    """Every file of a finished run but run.json: training data, quality reports, manifest, dataset card;
+    fills `result` (outputs, quality, warnings). Returns the HTML report's path and the failed units."""
     from sdg.output.dataset_card import write_dataset_card
+    from sdg.output.html_report import write_html_report
     from sdg.output.instructlab import write_outputs
 
-    assert run.folder is not None and run.state is not None, "finish() needs an executed run"
     cfg, plan, folder = run.cfg, run.plan, run.folder
-    result = GenerateResult(plan, run.estimate, folder.path, run.stats, executor=run.executor, started=run.started)
+    assert folder is not None
     journals = JournalStore(folder.journal_dir)
     try:
         rows, qp = collect_rows(plan, journals, cfg.quality, folder.path)
@@ -360,12 +361,22 @@ def finish(run: Run, *, log: Log = print) -> GenerateResult:
                                "(dropped_contaminated.jsonl)")
     names = {lp.leaf.id: lp.leaf.name for lp in plan.leaves}
     write_quality_report(folder.path, quality, qp.stats, names=names, totals=_report_totals(run, quality, qp))
-    from sdg.output.html_report import write_html_report
-
     html = write_html_report(folder.path)
     manifest = _manifest(run, quality)
     write_manifest(folder.path, manifest)
     write_dataset_card(folder.path, manifest, result.outputs, quality)  # README.md: Hugging Face dataset card
+    return html, failed
+
+
+def finish(run: Run, *, log: Log = print) -> GenerateResult:
+    """Journals -> InstructLab outputs, quality report, manifest and dataset card; run.json complete or incomplete."""
+    from sdg.output.atomic import synced_together
+
+    assert run.folder is not None and run.state is not None, "finish() needs an executed run"
+    plan, folder = run.plan, run.folder
+    result = GenerateResult(plan, run.estimate, folder.path, run.stats, executor=run.executor, started=run.started)
+    with synced_together():  # the run's many small files, fsynced side by side before run.json says complete
+        html, failed = _write_files(run, result)
     run.state.status = "complete" if result.complete else "incomplete"
     run.state.finished = time.time()
     run.state.executor = run.executor

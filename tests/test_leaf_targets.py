@@ -99,6 +99,24 @@ def test_a_unit_given_back_is_asked_again_and_budgeted_once() -> None:
     assert sched.leaves[0].spent == 1 and sched.leaves[0].asked == 5
 
 
+def test_first_waves_go_first_and_spare_places_are_not_left_idle() -> None:
+    """Before any yield is known a leaf sends a first wave (a quarter of its units) while other leaves have
+    units to send; when every leaf is at that cap and the engine still has a free place (take() is called),
+    a capped leaf sends anyway: a teacher with room to spare is not kept waiting for yield figures."""
+    plan = _plan(4, (2,), leaves=3)  # 3 leaves, each target 8 in 4 units of 2 (a first wave of 1)
+    sched = LeafScheduler(plan, {})
+    taken = []
+    while (unit := sched.take()) is not None:
+        taken.append(unit)
+    assert [u.leaf_id for u in taken[:3]] == ["leaf0", "leaf1", "leaf2"]  # every leaf's first wave first
+    assert len(taken) == 12 and all(sum(u.leaf_id == f"leaf{k}" for u in taken) == 4 for k in range(3))
+    assert sum(u.target for u in taken) == 24  # what was asked covers the needs, not more
+
+    sched = LeafScheduler(plan, {})
+    sent = _drive(sched, lambda u: u.target, in_flight=3)  # 3 places: the first waves fill them
+    assert [u.leaf_id for u in sent[:3]] == ["leaf0", "leaf1", "leaf2"] and len(sent) == 12
+
+
 def test_a_leaf_short_after_its_filters_gets_top_ups_within_the_budget() -> None:
     plan = _plan(2, (2,))  # target 4 in 2 units
     sched = LeafScheduler(plan, {}, max_overgeneration=3.0)

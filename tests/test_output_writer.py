@@ -482,12 +482,38 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
 
     with pytest.raises(RuntimeError):
         write_jsonl(path, rows())
-    assert path.read_text() == '{"a": 1}\n'
+    assert path.read_text() == '{"a":1}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["data.jsonl"]
     with pytest.raises(ValueError):
         write_jsonl(path, [{"a": float("nan")}])  # would be invalid JSON for every reader
-    assert path.read_text() == '{"a": 1}\n'
+    assert path.read_text() == '{"a":1}\n'
     with atomic_open(tmp_path / "new.txt") as f:
         f.write("x")
         assert not (tmp_path / "new.txt").exists()  # nothing under the final name until complete
     assert (tmp_path / "new.txt").read_text() == "x"
+
+
+def test_files_written_together_are_whole_at_once_and_synced_when_the_block_ends(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """synced_together (a run's finish step): each file is complete under its final name as soon as it is
+    written; the fsyncs wait for the end of the block and all happen then (one per file still there)."""
+    import os
+
+    from sdg.output import atomic
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    with atomic.synced_together():
+        for i in range(5):
+            write_jsonl(tmp_path / f"f{i}.jsonl", [{"i": i}] * 3)
+            assert (tmp_path / f"f{i}.jsonl").read_text() == '{"i":%d}\n' % i * 3
+        (tmp_path / "f4.jsonl").unlink()  # a file removed again before the end (an empty phase file)
+        assert synced == []
+    assert len(synced) == 4
+    write_jsonl(tmp_path / "alone.jsonl", [{"a": 1}])  # outside the block: synced before its rename
+    assert len(synced) == 5
+    with pytest.raises(RuntimeError), atomic.synced_together():
+        write_jsonl(tmp_path / "g.jsonl", [{"a": 1}])
+        raise RuntimeError("the finish step failed")
+    assert (tmp_path / "g.jsonl").exists() and atomic._PENDING.get() is None

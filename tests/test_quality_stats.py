@@ -79,6 +79,26 @@ def test_distinct_n_memory_is_bounded_and_estimate_close() -> None:
     assert rep.leaf("rep")["distinct"]["distinct_1"] == pytest.approx(0.5, rel=0.06)
 
 
+def test_distinct_sketch_is_the_k_smallest_hashes_whatever_the_order() -> None:
+    """n-grams are kept as they are until K distinct ones were seen, then hashed: the sketch must hold exactly
+    the K smallest hashes of every distinct n-gram seen, as hashing each one as it came would."""
+    from sdg.output.quality_stats import _Distinct, _hash64
+
+    words = [f"w{i % 3000}" for i in range(12_000)]  # 3000 distinct, each 4 times
+    pairs = list(zip(words, words[1:]))
+    for k in (64, 5000):  # past K (sketch) and below it (exact)
+        uni, bi = _Distinct(k), _Distinct(k)
+        for i in range(0, len(words), 97):
+            uni.add_all(words[i:i + 97])
+            bi.add_all(pairs[i:i + 97])
+        want_uni = sorted({_hash64(w) for w in words})[:k]
+        want_bi = sorted({_hash64(f"{a}\x1f{b}") for a, b in pairs})[:k]
+        if k < 3000:
+            assert sorted(uni._kept) == want_uni and sorted(bi._kept) == want_bi
+        assert uni.total == len(words) and bi.total == len(pairs)
+        assert uni.distinct() == pytest.approx(3000, rel=0.3 if k < 3000 else 0)
+
+
 def test_samples_bounded_truncated_and_limited_to_text_and_judge_columns() -> None:
     stats = QualityStats(samples_per_leaf=2)
     long = "x" * (SAMPLE_CHARS + 500)

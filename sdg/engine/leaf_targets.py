@@ -7,7 +7,8 @@ leaf still needs samples, and a leaf that has what it needs asks for nothing mor
 - Units go out in waves: a leaf sends another unit only while what its units in flight are expected to keep
   (samples asked x the leaf's yield so far: kept per sample asked) is short of its need. Before any unit of the
   leaf finished, the run's yield so far is used, and before any unit at all what was asked is expected to be
-  kept, within a first wave of a quarter of the leaf's units. Other leaves keep the teacher busy meanwhile.
+  kept, within a first wave of a quarter of the leaf's units. Other leaves keep the teacher busy meanwhile; when
+  nothing else may go (a free place in the engine and every leaf at its cap), a capped leaf sends anyway.
 - A leaf whose need is met sends none of its remaining units (they are "not needed": a resume recomputes the
   same from the journals, so they are never sent later either).
 - A leaf still short when its planned units ran (judges and the quality check dropped too much) gets top-up
@@ -79,6 +80,7 @@ class LeafScheduler:
         self.leaves: list[LeafLedger] = []
         self._heap: list[tuple[float, int]] = []
         self._parked: set[int] = set()  # leaves waiting for a unit of theirs to finish
+        self._capped: set[int] = set()  # of those, leaves held back only by their first-wave cap
         weights = [leaf_weight(lp) for lp in plan.leaves]
         lightest = min(weights, default=1.0)
         self._span = [max(MIN_SPAN, lightest / w) for w in weights]
@@ -111,6 +113,10 @@ class LeafScheduler:
         return not self._heap and not any(led.in_flight for led in self.leaves)
 
     def take(self) -> Unit | None:
+        """The next unit to send, or None. Every call is a free place in the engine (an idle worker, a node
+        below its capacity): when no leaf may send within its first wave, a leaf held back only by that cap
+        sends its next unit anyway (a teacher with room to spare is not kept waiting for yield figures; on a
+        saturated one other leaves' first waves fill every place first)."""
         while self._heap:
             key, i = self._heap[0]
             led = self.leaves[i]
@@ -126,6 +132,8 @@ class LeafScheduler:
                 heapq.heappop(self._heap)
                 if led.in_flight:
                     self._parked.add(i)  # back in the heap when one of its units finishes
+                    if self._may_send(led, first_wave=False):
+                        self._capped.add(i)
                 continue  # nothing in flight and nothing allowed: the leaf stops short (budget spent)
             unit = self._next_unit(led)
             if unit is None:
@@ -133,18 +141,31 @@ class LeafScheduler:
                 if led.in_flight:
                     self._parked.add(i)
                 continue
-            ask = self._ask(led, unit)
-            led.spent += self._share(unit)  # the plan's share (a given-back unit carries its old ask)
-            row = {**unit.row, "target_samples": ask, LEAF_NEED: led.need}
-            unit = Unit(unit.id, unit.leaf_id, unit.input_index, unit.share_index, ask, unit.seed, row)
-            led.in_flight[unit.id] = ask
-            led.planned_in_flight += int(not self.is_topup(unit))
-            led.asked += ask
-            led.sent += 1
             n = max(1, led.planned)
             heapq.heapreplace(self._heap, ((led.next_index / n) * self._span[i], i))
-            return unit
+            return self._send(led, unit)
+        return self._take_spare()
+
+    def _take_spare(self) -> Unit | None:
+        """A unit of a leaf parked only by its first-wave cap (in leaf order), when nothing else may go."""
+        for i in sorted(self._capped):
+            led = self.leaves[i]
+            if led.need > 0 and self._may_send(led, first_wave=False) and (unit := self._next_unit(led)) is not None:
+                return self._send(led, unit)
+            self._capped.discard(i)
         return None
+
+    def _send(self, led: LeafLedger, unit: Unit) -> Unit:
+        """`unit` goes: its ask replaces its target, and the leaf's account counts it."""
+        ask = self._ask(led, unit)
+        led.spent += self._share(unit)  # the plan's share (a given-back unit carries its old ask)
+        row = {**unit.row, "target_samples": ask, LEAF_NEED: led.need}
+        unit = Unit(unit.id, unit.leaf_id, unit.input_index, unit.share_index, ask, unit.seed, row)
+        led.in_flight[unit.id] = ask
+        led.planned_in_flight += int(not self.is_topup(unit))
+        led.asked += ask
+        led.sent += 1
+        return unit
 
     def finish(self, unit: Unit, rows: Iterable[dict], failed: bool) -> int:
         """A unit ran; what it kept counts toward its leaf (a failed unit's rows are redone later, not counted).
@@ -164,6 +185,7 @@ class LeafScheduler:
             led.failed += 1  # redone by the next run; it still counts toward this run's budget
         if i in self._parked:
             self._parked.discard(i)
+            self._capped.discard(i)
             heapq.heappush(self._heap, (-1.0, i))  # it waited: it goes first
         return kept
 
@@ -181,6 +203,7 @@ class LeafScheduler:
         led.sent -= 1
         self._returned.setdefault(i, []).append(unit)
         self._parked.discard(i)
+        self._capped.discard(i)
         if all(j != i for _, j in self._heap):
             heapq.heappush(self._heap, (-1.0, i))
 
@@ -228,14 +251,15 @@ class LeafScheduler:
         y = self._yield(led)
         return led.need - sum(led.in_flight.values()) * (1.0 if y is None else y)
 
-    def _may_send(self, led: LeafLedger) -> bool:
+    def _may_send(self, led: LeafLedger, *, first_wave: bool = True) -> bool:
         """Another unit of this leaf may go: its in-flight units are not expected to fill its need, and it
-        has budget left (before any yield is known, at most a first wave of a quarter of its units)."""
+        has budget left (before any yield is known, at most a first wave of a quarter of its units while
+        `first_wave`)."""
         if led.spent + 1 > led.budget:
             return False
         if not led.in_flight:
             return True
-        if self._yield(led) is None and len(led.in_flight) >= max(1, math.ceil(FIRST_WAVE * led.planned)):
+        if first_wave and self._yield(led) is None and len(led.in_flight) >= max(1, math.ceil(FIRST_WAVE * led.planned)):
             return False
         return self._uncovered(led) > 0
 

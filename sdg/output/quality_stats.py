@@ -114,17 +114,31 @@ class _Lengths:
 
 
 class _Distinct:
-    """Distinct n-grams over a stream: the K smallest 64-bit hashes (K-minimum-values sketch)."""
+    """Distinct n-grams over a stream: the K smallest 64-bit hashes (K-minimum-values sketch).
+
+    Until K distinct n-grams were seen the n-grams themselves are kept (a set of strings or word tuples: no
+    hashing per n-gram, which was most of the report's cost); the K-th distinct one turns them into the sketch.
+    The K smallest hashes of a set do not depend on the order they came in, so the figures are the same."""
 
     def __init__(self, k: int = DISTINCT_K) -> None:
         self.k = k
         self.total = 0
+        self._exact: set[Any] | None = set()
         self._kept: set[int] = set()
         self._heap: list[int] = []  # negated hashes: -heap[0] is the largest hash kept
 
-    def add(self, gram: str) -> None:
-        self.total += 1
-        h = _hash64(gram)
+    def add_all(self, grams: list[Any]) -> None:
+        """Words (str) or word pairs (tuple), one occurrence each."""
+        self.total += len(grams)
+        if self._exact is not None:
+            self._exact.update(grams)
+            if len(self._exact) < self.k:
+                return
+            grams, self._exact = list(self._exact), None
+        for gram in grams:
+            self._add_hash(_hash64(gram if isinstance(gram, str) else "\x1f".join(gram)))
+
+    def _add_hash(self, h: int) -> None:
         if h in self._kept:
             return
         if len(self._kept) < self.k:
@@ -135,6 +149,8 @@ class _Distinct:
             self._kept.add(h)
 
     def distinct(self) -> float:
+        if self._exact is not None:
+            return float(len(self._exact))
         if len(self._kept) < self.k:
             return float(len(self._kept))
         return (self.k - 1) * _HASH_SPACE / (-self._heap[0] + 1)
@@ -223,10 +239,8 @@ class QualityStats:
         words = [w.lower() for w in _words(row.get("response"))]
         if "response" in row:
             leaf.responses += 1
-        for w in words:
-            leaf.distinct[1].add(w)
-        for a, b in zip(words, words[1:]):
-            leaf.distinct[2].add(f"{a}\x1f{b}")
+        leaf.distinct[1].add_all(words)
+        leaf.distinct[2].add_all(list(zip(words, words[1:])))
         if len(leaf.kept_samples) < self.samples_per_leaf:
             leaf.kept_samples.append(_sample(row))
 
