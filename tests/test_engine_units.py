@@ -70,6 +70,19 @@ def test_unit_ids_are_stable_and_follow_content() -> None:
     assert set(a) != set(u.id for u in make_plan([changed], scale=3).iter_units())
 
 
+def test_unit_ids_keep_their_documented_digest() -> None:
+    """A unit id is sha256 of the JSON of (leaf id, leaf fingerprint, input, share index, target): journals of
+    earlier runs name units so, and a resume must find them (odd leaf ids included)."""
+    import hashlib
+
+    for name in ("a", 'q"uo\\te ü', "日本"):
+        plan = make_plan([_skill(name)], scale=7, samples_per_unit=5)
+        lp = plan.leaves[0]
+        for u in list(plan.iter_units()) + [lp.unit_at(lp.units + 3, plan.seed)]:
+            text = json.dumps([lp.leaf.id, lp.fingerprint, u.input_index, u.share_index, u.target], sort_keys=True)
+            assert u.id == hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def test_journal_torn_tail_is_cut_and_last_record_wins(tmp_path: Path) -> None:
     store = JournalStore(tmp_path)
     store.append("leaf", record_of("u1", UnitResult(rows=[{"question": "q"}], generated=1, requests=1)))

@@ -9,6 +9,7 @@ Units are produced lazily: a 100k-unit plan costs the inputs, not 100k objects.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import json
@@ -74,8 +75,14 @@ class LeafPlan:
             for j, target in enumerate(self.shares):
                 yield self._unit(i, j, target, seed)
 
+    @functools.cached_property
+    def _id_prefix(self) -> bytes:
+        """`_digest(leaf id, fingerprint, i, j, target)`'s JSON text up to the numbers: a unit id is then one
+        sha256 of that plus three integers (the same text json.dumps makes of the five, so the same ids)."""
+        return json.dumps([self.leaf.id, self.fingerprint]).encode()[:-1]
+
     def _unit(self, i: int, j: int, target: int, seed: int) -> Unit:
-        uid = _digest(self.leaf.id, self.fingerprint, i, j, target)[:24]
+        uid = hashlib.sha256(b"%b, %d, %d, %d]" % (self._id_prefix, i, j, target)).hexdigest()[:24]
         return Unit(uid, self.leaf.id, i, j, target, (seed * 1_000_003 + int(uid[:8], 16)) % 2**31,
                     {**self.inputs[i], "target_samples": target})
 

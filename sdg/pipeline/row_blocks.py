@@ -75,9 +75,17 @@ class DedupBlock(Block):
     async def run(self, rows: list[Row], state: RunState) -> list[Row]:
         seen: set[str] = set()
         kept = []
+        examples: dict[tuple[int, ...], set[str]] = {}  # a unit's rows share their input's examples: once
         for row in rows:
             key = normalize(str(row.get(self.column) or ""))
-            if key and key in self._examples(row):
+            if not key:
+                found: set[str] = set()
+            else:
+                ident = tuple(id(row.get(spec.partition(".")[0])) for spec in self.against)
+                found = examples.get(ident)  # type: ignore[assignment]
+                if found is None:
+                    found = examples[ident] = self._examples(row)
+            if key and key in found:
                 state.drop(self.name, "copies_example")
             elif key in seen:
                 state.drop(self.name, "duplicate")
