@@ -186,6 +186,47 @@ def test_a_resumed_run_sends_the_same_units_and_keeps_the_same_count() -> None:
     assert [led.kept for led in second.leaves] == [lp.target_samples for lp in plan.leaves]
 
 
+def test_a_resumed_leaf_knows_its_yield_from_what_units_asked() -> None:
+    """A unit may ask for more than its plan share (scale 1: 5 where its share is 1), and its journal line says
+    so: a resumed leaf's yield is kept per sample asked, not per plan share. Counted over the share, 2 kept of
+    an ask of 5 would read as a yield of 2 and one more unit would look like enough."""
+    from sdg.engine.journal import UnitRecord, read_journal, record_of
+    from sdg.pipeline.types import UnitResult
+
+    plan = Plan(_plan(8, (1,)).leaves, 1, 5, 7)  # target 8 in 8 units of 1, up to 5 samples a prompt
+    first = LeafScheduler(plan, {}).take()
+    assert first is not None and first.target == 5 and first.row["target_samples"] == 5
+    line = record_of(first.id, UnitResult(rows=[{"question": "a"}, {"question": "b"}], requests=1), asked=first.target)
+    assert line["asked"] == 5
+
+    def resumed(asked: int | None) -> LeafScheduler:
+        rec = UnitRecord(first.id, "done", tuple(line["rows"]), 2, {}, (), 1, 0, 0, asked=asked)
+        journal = SimpleNamespace(load=lambda name: [rec])
+        return scheduler_for(plan, {"leaf0": {first.id}}, journal, max_overgeneration=3.0)
+
+    def taken_at_once(sched: LeafScheduler) -> list[Unit]:
+        out = []
+        while (unit := sched.take()) is not None:
+            out.append(unit)
+        return out
+
+    now = resumed(5)
+    assert now.leaves[0].done_asked == 5 and now.leaves[0].kept == 2
+    units = taken_at_once(now)  # yield 0.4: the 6 still needed take several asks at once
+    assert sum(u.target for u in units) * 0.4 >= 6 and len(units) >= 2
+    old = resumed(None)  # an older journal: the plan share (1) is all it knows, so one unit looks like enough
+    assert len(taken_at_once(old)) == 1
+
+    import json
+    import tempfile
+    from pathlib import Path as _P
+
+    with tempfile.TemporaryDirectory() as d:  # the line round-trips through a journal file
+        path = _P(d) / "leaf0.jsonl"
+        path.write_text(json.dumps(line) + "\n")
+        assert [r.asked for r in read_journal(path)] == [5]
+
+
 @pytest.mark.slow
 def test_without_targets_every_pending_planned_unit_once_and_a_lost_nodes_units_first() -> None:
     """PlannedUnits (pipeline.leaf_targets=false behind the scheduler's interface, the Ray executor's feed):

@@ -44,9 +44,12 @@ class UnitRecord:
     completion_tokens: int
     t: float = 0.0  # when the unit finished (unix time): the report's throughput over time
     dropped_rows: tuple[tuple[str, dict], ...] = ()  # (reason, row) a judge or filter dropped: the audit files
+    asked: int | None = None  # samples the unit asked for (leaf-level targets); None in older journals
 
 
-def record_of(unit_id: str, result: UnitResult) -> dict[str, Any]:
+def record_of(unit_id: str, result: UnitResult, asked: int | None = None) -> dict[str, Any]:
+    """The journal line of a finished unit; `asked`: the samples it asked for (a resumed run's yield so far is
+    kept per sample asked, and a unit may ask for more than its plan share)."""
     # Failed (redone on resume): a transient request failure anywhere in the unit (even if other requests
     # gave rows: a judge that timed out must not leave the unit done with fewer rows), or nothing at all.
     failed = result.transient_failure or (bool(result.errors) and not result.rows and result.generated == 0)
@@ -54,7 +57,8 @@ def record_of(unit_id: str, result: UnitResult) -> dict[str, Any]:
             "generated": result.generated, "dropped": dict(result.dropped),
             "errors": [e.__dict__ for e in result.errors], "requests": result.requests,
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "t": time.time(),
-            **({"dropped_rows": [list(d) for d in result.dropped_rows]} if result.dropped_rows else {})}
+            **({"dropped_rows": [list(d) for d in result.dropped_rows]} if result.dropped_rows else {}),
+            **({"asked": asked} if asked is not None else {})}
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -96,7 +100,8 @@ def _record(line: bytes) -> UnitRecord:
     return UnitRecord(obj["unit"], obj["status"], _rows_of(obj), int(obj.get("generated", 0)),
                       dict(obj.get("dropped", {})), tuple(obj.get("errors", ())), int(obj.get("requests", 0)),
                       int(obj.get("prompt_tokens", 0)), int(obj.get("completion_tokens", 0)), float(obj.get("t", 0.0)),
-                      tuple((str(r), dict(row)) for r, row in obj.get("dropped_rows", ())))
+                      tuple((str(r), dict(row)) for r, row in obj.get("dropped_rows", ())),
+                      int(obj["asked"]) if isinstance(obj.get("asked"), int) else None)
 
 
 def read_journal(path: Path, *, repair: bool = True, problems: list[str] | None = None) -> list[UnitRecord]:

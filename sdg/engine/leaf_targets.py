@@ -96,15 +96,19 @@ class LeafScheduler:
 
     # -- what the journals already hold (a resume) -----------------------------------------------------
 
-    def resumed(self, leaf_id: str, unit: Unit, rows: Iterable[dict]) -> None:
-        """A unit found done in the journals: its rows count (through the quality check, in plan order)."""
+    def resumed(self, leaf_id: str, unit: Unit, rows: Iterable[dict], asked: int | None = None) -> None:
+        """A unit found done in the journals: its rows count (through the quality check, in plan order), over
+        what it asked for (its journal says; older journals do not: its plan share then)."""
         led = self.leaves[self._index(leaf_id)]
         kept = self._count(leaf_id, rows)
+        asked = asked if asked is not None and asked > 0 else unit.target
         led.kept += kept
-        led.asked += unit.target
+        led.asked += asked
         led.spent += self._share(unit)
-        led.done_asked += unit.target
+        led.done_asked += asked
         led.done_kept += kept
+        self._run_asked += asked
+        self._run_kept += kept
 
     # -- the engine's side -----------------------------------------------------------------------------
 
@@ -360,5 +364,6 @@ def scheduler_for(plan: Plan, done: Mapping[str, set[str]], journals: Any, *, ma
         if ids:
             records = {r.unit: r for r in journals.load(lp.leaf.name) if r.status == "done"}
             for unit in lp.journaled_units(plan.seed, records):
-                sched.resumed(lp.leaf.id, unit, records[unit.id].rows)
+                rec = records[unit.id]
+                sched.resumed(lp.leaf.id, unit, rec.rows, getattr(rec, "asked", None))
     return sched

@@ -121,7 +121,7 @@ async def run_plan(plan: Plan, pipelines: Mapping[str, object], chat: ChatFn, jo
                 raise
             except Exception as exc:  # a bug in a (user) block must not kill the run: record it
                 result = UnitResult(errors=[RequestError("pipeline", "exception", f"{type(exc).__name__}: {exc}")])
-            record = record_of(unit.id, result)
+            record = record_of(unit.id, result, asked=unit.target)
             journals.append(names[unit.leaf_id], record)
             failed = record["status"] == "failed"
             stats.add_unit(result, failed)
