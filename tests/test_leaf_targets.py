@@ -163,7 +163,8 @@ class _Journal:
     records: dict
 
     def load(self, name: str) -> list:
-        return [SimpleNamespace(unit=uid, status="done", rows=rows) for uid, rows in self.records.get(name, {}).items()]
+        return [SimpleNamespace(unit=uid, status="done", rows=rows, asked=None)
+                for uid, rows in self.records.get(name, {}).items()]
 
 
 def test_a_resumed_run_sends_the_same_units_and_keeps_the_same_count() -> None:

@@ -84,6 +84,13 @@ def test_dedup_normalizes_and_checks_examples_in_lists() -> None:
     out, dropped = run(block, rows)
     assert [r["question"] for r in out] == ["What is X?", "Other?"]
     assert dropped == Counter({"dedup:duplicate": 1, "dedup:copies_example": 2})
+    # rows of one call with examples of their own: each row is checked against its own (equal text, other objects
+    # too), never against another row's
+    rows = [{"seed_question": "Alpha?", "icl_examples": [{"question": "Beta"}], "question": "beta"},
+            {"seed_question": "Gamma?", "icl_examples": [{"question": "Delta"}], "question": "alpha"},
+            {"seed_question": "Alpha?", "icl_examples": [{"question": "Beta"}], "question": "alpha!"}]
+    out, dropped = run(block, rows)
+    assert [r["question"] for r in out] == ["alpha"] and dropped == Counter({"dedup:copies_example": 2})
 
 
 def test_set_rename_drop() -> None:

@@ -364,6 +364,5 @@ def scheduler_for(plan: Plan, done: Mapping[str, set[str]], journals: Any, *, ma
         if ids:
             records = {r.unit: r for r in journals.load(lp.leaf.name) if r.status == "done"}
             for unit in lp.journaled_units(plan.seed, records):
-                rec = records[unit.id]
-                sched.resumed(lp.leaf.id, unit, rec.rows, getattr(rec, "asked", None))
+                sched.resumed(lp.leaf.id, unit, records[unit.id].rows, records[unit.id].asked)
     return sched

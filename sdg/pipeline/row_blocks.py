@@ -75,17 +75,10 @@ class DedupBlock(Block):
     async def run(self, rows: list[Row], state: RunState) -> list[Row]:
         seen: set[str] = set()
         kept = []
-        examples: dict[tuple[int, ...], set[str]] = {}  # a unit's rows share their input's examples: once
+        examples: dict[tuple[int, ...], set[str]] = {}
         for row in rows:
             key = normalize(str(row.get(self.column) or ""))
-            if not key:
-                found: set[str] = set()
-            else:
-                ident = tuple(id(row.get(spec.partition(".")[0])) for spec in self.against)
-                found = examples.get(ident)  # type: ignore[assignment]
-                if found is None:
-                    found = examples[ident] = self._examples(row)
-            if key and key in found:
+            if key and key in self._examples_once(row, examples):
                 state.drop(self.name, "copies_example")
             elif key in seen:
                 state.drop(self.name, "duplicate")
@@ -93,6 +86,15 @@ class DedupBlock(Block):
                 seen.add(key)
                 kept.append(row)
         return kept
+
+    def _examples_once(self, row: Row, cache: dict[tuple[int, ...], set[str]]) -> set[str]:
+        """`_examples(row)`, worked out once per call for rows holding the same example values (a unit's rows
+        share their input's: the same objects, so their ids, while the rows are alive)."""
+        ident = tuple(id(row.get(spec.partition(".")[0])) for spec in self.against)
+        found = cache.get(ident)
+        if found is None:
+            found = cache[ident] = self._examples(row)
+        return found
 
     def _examples(self, row: Row) -> set[str]:
         found: set[str] = set()
