@@ -64,7 +64,7 @@ class LlamaServer:
                 env={**os.environ, KEY_ENV: API_KEY})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for line in out.read_text(errors="replace").splitlines():
+            for line in out.read_text(errors="replace").split("\n")[:-1]:  # whole lines only
                 if line.startswith("SDG_LISTENING "):
                     self.url = line.split()[1].rstrip("/")
                     return

@@ -56,6 +56,16 @@ def test_llama_cpp_serves_chat_and_completions_then_stops(tmp_path: Path) -> Non
         httpx.get(ep.base_url.replace("/v1", "/health"), timeout=2)
 
 
+def test_the_listening_line_counts_only_when_whole(tmp_path: Path) -> None:
+    # llama.cpp's C logger shares the log file; seen in CI: a log line landed between the address and its
+    # newline, and the port read as '359190.00.804.128'. The line is now one write, and only a whole line counts.
+    server = _llama(tmp_path)
+    assert server.url_from_log("noise\nSDG_LISTENING http://127.0.0.1:35919") is None  # newline not written yet
+    assert server.url_from_log("SDG_LISTENING http://127.0.0.1:359190.00.804.128 I srv  init: ready\n") is None
+    assert server.url_from_log("a\nSDG_LISTENING http://127.0.0.1:35919\nb\n") == "http://127.0.0.1:35919/v1"
+    assert server.url_from_log("SDG_LISTENING http://[::1]:8080/\r\n") == "http://[::1]:8080/v1"
+
+
 def test_two_servers_on_one_machine_get_their_own_ports(tmp_path: Path) -> None:
     servers = [_llama(tmp_path, "a", threads=1), _llama(tmp_path, "b", threads=1)]
     try:

@@ -11,7 +11,8 @@ import httpx
 from sdg.teacher.server_base import ServedEndpoint, ServerState, TeacherServer, free_port
 
 API_KEY_ENV = "SDG_TEACHER_API_KEY"
-_LISTENING = re.compile(r"^SDG_LISTENING (\S+)", re.M)
+# Whole lines only: a line still being written (no newline yet) is not an address.
+_LISTENING = re.compile(r"^SDG_LISTENING (https?://\S+)\r?\n", re.M)
 
 
 class LlamaCppServer(TeacherServer):

@@ -8,6 +8,7 @@ It prints `SDG_LISTENING <url>` once the socket is bound (port 0 = the OS picks 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:  # llama.cpp has logged why (bind failure, bad model) just above
         print(f"llama.cpp server failed to start: {exc}", file=sys.stderr, flush=True)
         return 1
-    print(f"SDG_LISTENING {server.listening_address}", flush=True)
+    # One write(2) for the whole line, newline included: llama.cpp's C logger writes to the same file from
+    # its own threads, and print() may issue the text and its newline as two writes (unbuffered stdout),
+    # which let a log line land between them (seen in CI: "...:35919" + "0.00.804.128 I srv ...").
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), f"SDG_LISTENING {server.listening_address}\n".encode())
     stop.wait()
     # Exit at once: tearing the llama.cpp server down can block on its threads (seen in CI: a SIGTERM that
     # arrived while the model loaded left the process hanging at exit for minutes, an orphan on the node).
