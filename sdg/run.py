@@ -221,7 +221,8 @@ def leaf_scheduler(run: Run, done: Mapping[str, set[str]], journals: JournalStor
     from sdg.quality.stage import stage_for
 
     return scheduler_for(run.plan, done, journals, max_overgeneration=cfg.pipeline.max_overgeneration,
-                         quality=stage_for(cfg.quality, [lp.leaf for lp in run.plan.leaves]))
+                         quality=stage_for(cfg.quality, [lp.leaf for lp in run.plan.leaves]),
+                         ask_caps={kind: p.samples_per_prompt for kind, p in run.pipelines.items()})
 
 
 class LocalExecutor:

@@ -65,7 +65,8 @@ def test_without_extras_every_planned_unit_runs_and_nothing_more() -> None:
 
 def test_a_unit_asks_for_what_its_leaf_still_needs() -> None:
     """Scale 1 plans a unit of 1 per seed; asking each for 1 paid a whole prompt per sample. A unit asks for
-    what its leaf still needs beyond its units in flight (over the yield so far, within samples_per_unit)."""
+    enough to keep what its leaf still needs beyond its units in flight, at the yield so far, within
+    samples_per_unit."""
     plan = Plan(_plan(5, (1,)).leaves, 1, 5, 7)  # target 5 in 5 units of 1, up to 5 samples a prompt
     sched = LeafScheduler(plan, {})
     sent = _drive(sched, lambda u: u.target)  # the model writes what it is asked for
@@ -74,7 +75,12 @@ def test_a_unit_asks_for_what_its_leaf_still_needs() -> None:
     sched = LeafScheduler(plan, {})
     sent = _drive(sched, lambda u: (3 * u.target + 4) // 5)  # filters keep 3 of 5 (rounded up)
     led = sched.leaves[0]
-    assert [u.target for u in sent] == [5, 2] and led.kept == 5  # then the 2 still needed
+    # then enough for the 2 still needed at the yield seen (3 of 5): 4 in one prompt, not 2 in each of two
+    assert [u.target for u in sent] == [5, 4] and led.kept == 5
+
+    sched = LeafScheduler(plan, {})
+    sent = _drive(sched, lambda u: 1)  # one of whatever is asked passes: the ask stays within samples_per_unit
+    assert [u.target for u in sent[:2]] == [5, 5] and sched.leaves[0].kept == 5
 
     sched = LeafScheduler(plan, {}, max_overgeneration=3.0)
     sent = _drive(sched, lambda u: 0, in_flight=4)  # nothing ever passes
@@ -83,6 +89,22 @@ def test_a_unit_asks_for_what_its_leaf_still_needs() -> None:
     # finished unit kept nothing, each asks for its share only, so a hopeless leaf costs what its plan does
     assert len(sent) == 15 and led.spent == 15 and led.topups == 10
     assert [u.target for u in sent[:4]] == [5, 1, 1, 1] and led.asked == 5 + 14
+
+
+def test_a_pipeline_with_a_long_prompt_asks_for_more_in_one() -> None:
+    """A pipeline whose generation block asks for more per call (the simple knowledge one: its prompt carries a
+    document chunk) lets a unit ask for that many, so a low yield is made up in one prompt, not in several."""
+    from sdg.pipeline.loader import load_pipeline
+
+    assert load_pipeline("simple", "knowledge").samples_per_prompt == 10
+    assert load_pipeline("simple", "freeform_skill").samples_per_prompt == 5
+    plan = Plan(_plan(5, (1,)).leaves, 1, 5, 7)  # target 5, samples_per_unit 5
+    half = lambda u: u.target // 2  # noqa: E731 - the filters keep half of what is asked (rounded down)
+    sent = _drive(LeafScheduler(plan, {}), half)
+    assert [u.target for u in sent] == [5, 5, 3]
+    sched = LeafScheduler(plan, {}, ask_caps={"freeform_skill": 10})
+    sent = _drive(sched, half)
+    assert [u.target for u in sent] == [5, 8] and sched.leaves[0].kept == 5  # 3 needed at 2 of 5: 8 in one prompt
 
 
 def test_a_unit_given_back_is_asked_again_and_budgeted_once() -> None:

@@ -1,9 +1,10 @@
 """Leaf-level targets: a leaf's units share the leaf's target, so no valid sample is thrown away while its
 leaf still needs samples, and a leaf that has what it needs asks for nothing more.
 
-- A unit asks for what its leaf still needs beyond what its units in flight are expected to keep, up to the plan's
-  samples_per_unit (`_ask`; its row's `target_samples`), and may keep what its leaf still needs when it starts
-  (`_leaf_need` on its row; `cap: target_samples` blocks keep up to it): the extra pairs a model writes count.
+- A unit asks for enough to keep what its leaf still needs beyond what its units in flight are expected to keep,
+  at the leaf's yield so far, up to the plan's samples_per_unit or its pipeline's samples per prompt, whichever is
+  more (`_ask`; its row's `target_samples`), and may keep what its leaf still needs when it starts (`_leaf_need`
+  on its row; `cap: target_samples` blocks keep up to it): the extra pairs a model writes count.
 - Units go out in waves: a leaf sends another unit only while what its units in flight are expected to keep
   (samples asked x the leaf's yield so far: kept per sample asked) is short of its need. Before any unit of the
   leaf finished, the run's yield so far is used, and before any unit at all what was asked is expected to be
@@ -73,8 +74,10 @@ class LeafScheduler:
     or None when nothing may go until a unit finishes; `finished` says when nothing will go any more."""
 
     def __init__(self, plan: Plan, done: Mapping[str, set[str]], *, max_overgeneration: float = 3.0,
-                 quality: Any = None) -> None:
+                 quality: Any = None, ask_caps: Mapping[str, int | None] = {}) -> None:
         self.plan = plan
+        # pipeline kind -> samples one prompt may ask for when more than samples_per_unit (Pipeline.samples_per_prompt)
+        self._ask_caps = [ask_caps.get(lp.kind) or 0 for lp in plan.leaves]
         self._done = done
         self._quality = quality  # a QualityStage: what it drops does not count as kept
         self.leaves: list[LeafLedger] = []
@@ -268,16 +271,20 @@ class LeafScheduler:
         return self._uncovered(led) > 0
 
     def _ask(self, led: LeafLedger, unit: Unit) -> int:
-        """Samples the unit asks for: what the leaf still needs beyond what its units in flight are expected to
-        keep, within the plan's samples per unit. One prompt that asks for 5 pays
-        its prompt tokens once where 5 prompts asking for 1 pay them 5 times (and a small model asked for 1
-        writes 2-3 anyway). A low yield is made up by more units at once (_may_send), not by asking one prompt
-        for more than is needed: a small model writes about as many whatever it is asked. A leaf that has kept
-        nothing from its finished units asks for its plan share only."""
+        """Samples the unit asks for: enough to keep what the leaf still needs beyond what its units in flight
+        are expected to keep, at the yield seen so far (kept per sample asked, when below 1), within the plan's
+        samples per unit. One prompt that asks for 5 pays its prompt tokens once where 5 prompts asking for 1
+        pay them 5 times, and a prompt costs several samples' worth of completion (a knowledge prompt carries its
+        document chunk): a leaf that keeps half of what it asks asks for twice its need in one prompt rather than
+        for its need in two. A yield above 1 (a model that writes more than asked) does not shrink the ask: a
+        model that follows the ask would leave the leaf short. A leaf that has kept nothing from its finished
+        units asks for its plan share only."""
         if led.done_asked and not led.done_kept:  # nothing kept yet: its share, so a hopeless leaf costs what
             return self._share(unit)  # its plan does (a full pipeline's contexts block makes a call per sample)
-        cap = max(self._share(unit), self.plan.samples_per_unit)
-        return max(1, min(math.ceil(self._uncovered(led) - 1e-9), cap))
+        cap = max(self._share(unit), self.plan.samples_per_unit, self._ask_caps[led.index])
+        y = self._yield(led)
+        want = self._uncovered(led) / (y if y is not None and 0 < y < 1 else 1.0)
+        return max(1, min(math.ceil(want - 1e-9), cap))
 
     def _share(self, unit: Unit) -> int:
         """The plan's share of a unit (its target before an ask replaced it): planned, or a top-up's."""
@@ -355,10 +362,10 @@ class PlannedUnits:
 
 
 def scheduler_for(plan: Plan, done: Mapping[str, set[str]], journals: Any, *, max_overgeneration: float,
-                  quality: Any = None) -> LeafScheduler:
+                  quality: Any = None, ask_caps: Mapping[str, int | None] = {}) -> LeafScheduler:
     """A scheduler that knows what the journals hold: every done unit counted in the leaf's order, its rows
     through `quality` (a QualityStage, or None)."""
-    sched = LeafScheduler(plan, done, max_overgeneration=max_overgeneration, quality=quality)
+    sched = LeafScheduler(plan, done, max_overgeneration=max_overgeneration, quality=quality, ask_caps=ask_caps)
     for lp in plan.leaves:
         ids = done.get(lp.leaf.id, set())
         if ids:

@@ -31,6 +31,18 @@ class Pipeline:
             b = block.bound(b, target)
         return b
 
+    @property
+    def samples_per_prompt(self) -> int | None:
+        """The most samples one generation prompt asks for: the smallest samples_per_call of the blocks that
+        ask for the unit's target (None: no such block sets one). A unit may ask for this many at once (the
+        leaf scheduler's cap, never below pipeline.samples_per_unit): a prompt is paid once per call, so a
+        pipeline with a long prompt (a knowledge chunk) says so by asking for more in each call."""
+        from sdg.pipeline.llm_block import TARGET
+
+        calls = [b.samples_per_call for b in self.blocks
+                 if getattr(b, "num_samples", None) == TARGET and getattr(b, "samples_per_call", None)]
+        return min(calls) if calls else None
+
     def max_requests_per_unit(self, target: int) -> int:
         """Upper bound of teacher requests for one unit of `target` samples (every sample survives every filter)."""
         return self._bound(max(1, int(target))).requests
