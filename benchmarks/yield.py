@@ -8,8 +8,9 @@ at `--scale`, `pipeline.leaf_targets=false` (every planned unit runs and keeps a
 before leaf-level targets) and `=true` (the default). For each it reads the run's manifest.json and prints kept
 samples, requests, prompt and completion tokens, kept per 1k tokens (prompt + completion), requests per kept
 sample, the share of completion tokens spent on samples not kept, the prefix-cache hit rate the server reported
-(usage.prompt_tokens_details.cached_tokens) and the wall time; then the ratio after/before of kept per 1k tokens
-(issue target >= 2x) and of kept per second.
+(usage.prompt_tokens_details.cached_tokens) and the wall time; per leaf kind, kept, requests and tokens per kept
+sample (from the run's journals); then the ratio after/before of kept per 1k tokens (issue target >= 2x) and of
+kept per second.
 
 The server is started afresh for each phase (no phase profits from prefixes the other left in its slots).
 
@@ -69,12 +70,47 @@ def _phase(args: argparse.Namespace, tmp: Path, taxonomy: Path, leaf_targets: bo
         wall = time.monotonic() - t0
     m = json.loads((result.run_dir / "manifest.json").read_text())
     c = m["counts"]
+    per_leaf = _per_leaf(result.run_dir, m)
     tokens = c["prompt_tokens"] + c["completion_tokens"]
     return {"kept": c["kept"], "target": c["target_samples"], "requests": c["requests"],
             "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
             "wall_s": wall,
             "units_run": c["units_run"], "not_needed": c["units_not_needed"], "topups": c["units_topup"],
-            **m["yield_figures"], "kept_per_1k_tokens": 1000 * c["kept"] / tokens if tokens else 0.0}
+            **m["yield_figures"], "kept_per_1k_tokens": 1000 * c["kept"] / tokens if tokens else 0.0,
+            "per_leaf": per_leaf}
+
+
+def _same_mix_ratio(before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]]) -> float | None:
+    """What after's kept samples would have cost at before's price per kept sample of their leaf kind, over what
+    they cost: kept per token with the mix held fixed (a rule that stops the dear leaves short looks cheap in the
+    run's mix). None when before kept nothing of a kind after kept."""
+    at_before = spent = 0.0
+    for kind, (kept, _, tokens) in after.items():
+        b_kept, _, b_tokens = before.get(kind, (0, 0, 0))
+        if kept and not b_kept:
+            return None
+        at_before += kept * (b_tokens / b_kept if b_kept else 0.0)
+        spent += tokens
+    return at_before / spent if spent else None
+
+
+def _per_leaf(run_dir: Path, manifest: dict) -> dict[str, tuple[int, int, int]]:
+    """Leaf kind -> (kept, requests, prompt + completion tokens) from the manifest and the run's journals: the
+    kinds cost very different amounts per sample (a knowledge prompt carries its chunk), so a rule that fills
+    the dear leaves as well as the cheap ones is seen per leaf, not only in the run's mix."""
+    from sdg.engine.journal import JournalStore
+
+    store = JournalStore(run_dir / "journal")
+    try:
+        out = {}
+        for leaf in manifest["leaves"]:
+            recs = store.load(leaf["name"])
+            kept, requests, tokens = out.get(leaf["kind"], (0, 0, 0))
+            out[leaf["kind"]] = (kept + leaf["kept"], requests + sum(r.requests for r in recs),
+                                 tokens + sum(r.prompt_tokens + r.completion_tokens for r in recs))
+        return out
+    finally:
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         fmt = (lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
         print(f"  {k:28} {fmt(b):>28} {fmt(a):>28}")
     b, a = phases["before"], phases["after"]
+    print("  per leaf: kept / requests / tokens per kept sample")
+    for kind in sorted(set(b["per_leaf"]) | set(a["per_leaf"])):
+        cells = []
+        for ph in (b, a):
+            kept, requests, tokens = ph["per_leaf"].get(kind, (0, 0, 0))
+            cells.append(f"{kept} / {requests} / {tokens / kept:.0f}" if kept else f"0 / {requests} / -")
+        print(f"  {kind:28} {cells[0]:>28} {cells[1]:>28}")
+    same_mix = _same_mix_ratio(b["per_leaf"], a["per_leaf"])
+    if same_mix is not None:
+        print(f"  the same kept mix: after's kept samples priced at before's tokens per kept sample of each leaf kind, "
+              f"over what after spent: {same_mix:.2f}x")
     if b["kept_per_1k_tokens"]:
         print(f"  kept per 1k teacher tokens, after / before: {a['kept_per_1k_tokens'] / b['kept_per_1k_tokens']:.2f}x "
               "(target >= 2x)")
