@@ -64,7 +64,7 @@ def _state():
 def test_request_bounds_follow_the_documented_formulas(target: int) -> None:
     t = target
     expect = {
-        ("simple", "knowledge"): math.ceil(t / 5),
+        ("simple", "knowledge"): math.ceil(t / 10),
         ("simple", "freeform_skill"): math.ceil(t / 5),
         ("simple", "grounded_skill"): math.ceil(t / 5),
         ("full", "knowledge"): math.ceil(t / 5) + 3 * t,
@@ -72,7 +72,7 @@ def test_request_bounds_follow_the_documented_formulas(target: int) -> None:
         ("full", "grounded_skill"): math.ceil(t / 2) + 4 * t,
     }
     tokens = {
-        ("simple", "knowledge"): 1024 * math.ceil(t / 5),
+        ("simple", "knowledge"): 1024 * math.ceil(t / 10),
         ("full", "knowledge"): 1024 * math.ceil(t / 5) + 3 * 64 * t,
         ("full", "freeform_skill"): 768 * math.ceil(t / 10) + (64 + 768 + 64) * t,
         ("full", "grounded_skill"): 1024 * math.ceil(t / 2) + (256 + 64 + 768 + 64) * t,
