@@ -56,6 +56,20 @@ def test_pairs_keep_multiline_answers_and_drop_chatter() -> None:
     assert all("Here are" not in p["question"] for p in pairs)
 
 
+def test_a_titled_heading_before_the_next_pair_is_not_part_of_an_answer() -> None:
+    """Qwen2.5-Coder-0.5B put "Example 2: <a title>" between pairs (seen in a benchmark run); it ended up as the
+    last line of the previous answer. A titled heading alone in its paragraph right before the next label heads
+    that item; "Example 2: ..." lines inside an answer (a list of examples) stay."""
+    answers = [p["answer"] for p in P.qa_pairs(reply("qa_titled_example_headings.txt"))]
+    assert answers[1] == "1. Omar: deploy the login bug fix, due Tuesday." and not any("Example" in a for a in answers)
+    text = ("Question: Name two units of the SI system.\nAnswer: Two of them:\n\nExample 1: the metre\nExample 2: "
+            "the second\n\nQuestion: Which unit measures time?\nAnswer: The second.")
+    assert P.qa_pairs(text)[0]["answer"] == "Two of them:\n\nExample 1: the metre\nExample 2: the second"
+    listed = P.questions("Question 1: How far away is the Moon?\n\nExample 2: distances\n\nQuestion 2: Why are "
+                         "eclipses rare?")
+    assert [q["question"] for q in listed] == ["How far away is the Moon?", "Why are eclipses rare?"]
+
+
 def test_truncated_reply_still_yields_its_cut_item() -> None:
     """The parser returns what is there; the llm block drops the cut last item when finish_reason is 'length'."""
     pairs = P.qa_pairs(reply("qa_truncated.txt"))

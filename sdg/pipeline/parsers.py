@@ -28,6 +28,10 @@ _END_LINE = re.compile(r"^[ \t]*(?:\[[ \t]*end[ \t]*\]|<[ \t]*/?[ \t]*end[ \t]*>
 # "### Example 2", "**Pair 3:**": a heading that separates items, never part of one
 _ITEM_HEADING = re.compile(r"^[ \t#*_>-]*(?:example|pair|sample|set|item)[ \t]*#?[ \t]*\d{1,3}[ \t]*[:.)]?[ \t*_]*$",
                            re.I)
+# "Example 2: Deploy date", "### Pair 3 - the venue": a heading with a title, alone in its paragraph right before the
+# next question label, heads that next item; anywhere else it may be content ("Example 2: ..." in an answer's list).
+_TITLED_HEADING = re.compile(r"^[ \t#*_>-]*(?:example|pair|sample|set|item)[ \t]*#?[ \t]*\d{1,3}[ \t]*[:.)\-–][^\n]*$",
+                             re.I)
 _END_INLINE = re.compile(r"\[[ \t]*end[ \t]*\]|</s>|<\|endoftext\|>|<\|im_end\|>|<\|end\|>", re.I)
 _FENCE = re.compile(r"^[ \t]*```[A-Za-z0-9_-]*[ \t]*$")
 _NUMBERED = re.compile(r"^[ \t]*(?:\*\*|__)?\(?\d{1,3}[.)](?:\*\*|__)?[ \t]+(?=\S)")
@@ -239,6 +243,18 @@ def _strip_outro(lines: list[str]) -> list[str]:
     return lines
 
 
+def _drop_next_heading(lines: list[str] | None) -> None:
+    """Before the next item's label: drop a titled item heading ("Example 2: ...") that ends this block alone in
+    its paragraph (a blank line before it), so it does not end up in this item's answer."""
+    if not lines:
+        return
+    end = len(lines)
+    while end and not lines[end - 1].strip():
+        end -= 1
+    if end >= 3 and not lines[end - 2].strip() and _TITLED_HEADING.match(lines[end - 1]):
+        del lines[end - 1:]
+
+
 def _paragraphs(lines: list[str]) -> list[list[str]]:
     paras: list[list[str]] = [[]]
     for line in lines:
@@ -373,6 +389,7 @@ def _pairs_labelled(lines: list[str]) -> list[dict]:
             flush()
             q = a = mode = None
         elif kind == "q":
+            _drop_next_heading(a if mode == "a" else q)
             flush()
             q, a, mode = [rest], None, "q"
         elif mode == "q":
@@ -452,6 +469,8 @@ def _items_labelled(lines: list[str], want: str, words: dict[str, frozenset[str]
                 current.append(line)
             continue
         if current is not None:
+            if lab[0] == want:
+                _drop_next_heading(current)
             items.append(current)
         current = [lab[1]] if lab[0] == want else None
     if current is not None:
