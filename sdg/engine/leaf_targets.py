@@ -76,8 +76,9 @@ class LeafScheduler:
     def __init__(self, plan: Plan, done: Mapping[str, set[str]], *, max_overgeneration: float = 3.0,
                  quality: Any = None, ask_caps: Mapping[str, int | None] = {}) -> None:
         self.plan = plan
-        # pipeline kind -> samples one prompt may ask for when more than samples_per_unit (Pipeline.samples_per_prompt)
-        self._ask_caps = [ask_caps.get(lp.kind) or 0 for lp in plan.leaves]
+        # per leaf: the most samples one prompt may ask for (beyond a unit's own share): samples_per_unit, or its
+        # pipeline's samples per prompt where that is more (`ask_caps`: kind -> Pipeline.samples_per_prompt)
+        self._ask_caps = [max(plan.samples_per_unit, ask_caps.get(lp.kind) or 0) for lp in plan.leaves]
         self._done = done
         self._quality = quality  # a QualityStage: what it drops does not count as kept
         self.leaves: list[LeafLedger] = []
@@ -272,8 +273,8 @@ class LeafScheduler:
 
     def _ask(self, led: LeafLedger, unit: Unit) -> int:
         """Samples the unit asks for: enough to keep what the leaf still needs beyond what its units in flight
-        are expected to keep, at the yield seen so far (kept per sample asked, when below 1), within the plan's
-        samples per unit. One prompt that asks for 5 pays its prompt tokens once where 5 prompts asking for 1
+        are expected to keep, at the yield seen so far (kept per sample asked, when below 1), within the leaf's
+        ask cap (samples_per_unit, or its pipeline's samples per prompt where that is more). One prompt that asks for 5 pays its prompt tokens once where 5 prompts asking for 1
         pay them 5 times, and a prompt costs several samples' worth of completion (a knowledge prompt carries its
         document chunk): a leaf that keeps half of what it asks asks for twice its need in one prompt rather than
         for its need in two. A yield above 1 (a model that writes more than asked) does not shrink the ask: a
@@ -281,7 +282,7 @@ class LeafScheduler:
         units asks for its plan share only."""
         if led.done_asked and not led.done_kept:  # nothing kept yet: its share, so a hopeless leaf costs what
             return self._share(unit)  # its plan does (a full pipeline's contexts block makes a call per sample)
-        cap = max(self._share(unit), self.plan.samples_per_unit, self._ask_caps[led.index])
+        cap = max(self._share(unit), self._ask_caps[led.index])
         y = self._yield(led)
         want = self._uncovered(led) / (y if y is not None and 0 < y < 1 else 1.0)
         return max(1, min(math.ceil(want - 1e-9), cap))

@@ -25,13 +25,12 @@ _WORD = re.compile(r"^([A-Za-z]+)[ \t]*(#?[ \t]*\d{1,3})?[ \t]*(?:\*\*|__|\*)?[ 
 _EMPH = re.compile(r"^(?:\*\*|__|\*(?!\*)|_(?!_))[ \t]*")
 _END_LINE = re.compile(r"^[ \t]*(?:\[[ \t]*end[ \t]*\]|<[ \t]*/?[ \t]*end[ \t]*>|end|-{3,}|\*{3,}|_{3,}|={3,}|</s>"
                        r"|<\|endoftext\|>|<\|im_end\|>|<\|end\|>)[ \t]*$", re.I)
+_HEADING_START = r"^[ \t#*_>-]*(?:example|pair|sample|set|item)[ \t]*#?[ \t]*\d{1,3}[ \t]*"  # "### Example 2"
 # "### Example 2", "**Pair 3:**": a heading that separates items, never part of one
-_ITEM_HEADING = re.compile(r"^[ \t#*_>-]*(?:example|pair|sample|set|item)[ \t]*#?[ \t]*\d{1,3}[ \t]*[:.)]?[ \t*_]*$",
-                           re.I)
+_ITEM_HEADING = re.compile(_HEADING_START + r"[:.)]?[ \t*_]*$", re.I)
 # "Example 2: Deploy date", "### Pair 3 - the venue": a heading with a title, alone in its paragraph right before the
 # next question label, heads that next item; anywhere else it may be content ("Example 2: ..." in an answer's list).
-_TITLED_HEADING = re.compile(r"^[ \t#*_>-]*(?:example|pair|sample|set|item)[ \t]*#?[ \t]*\d{1,3}[ \t]*[:.)\-–][^\n]*$",
-                             re.I)
+_TITLED_HEADING = re.compile(_HEADING_START + r"[:.)\-–].*$", re.I)
 _END_INLINE = re.compile(r"\[[ \t]*end[ \t]*\]|</s>|<\|endoftext\|>|<\|im_end\|>|<\|end\|>", re.I)
 _FENCE = re.compile(r"^[ \t]*```[A-Za-z0-9_-]*[ \t]*$")
 _NUMBERED = re.compile(r"^[ \t]*(?:\*\*|__)?\(?\d{1,3}[.)](?:\*\*|__)?[ \t]+(?=\S)")

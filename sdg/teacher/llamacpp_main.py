@@ -28,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chat-template-file", default="", help="a Jinja chat template (default: the GGUF's own)")
     args = ap.parse_args(argv)
 
-    import os
-
     import xllamacpp as xlc
 
     params = xlc.CommonParams()
