@@ -12,18 +12,31 @@ sample, the share of completion tokens spent on samples not kept, the prefix-cac
 sample (from the run's journals); then the ratio after/before of kept per 1k tokens (issue target >= 2x) and of
 kept per second.
 
+`--before-ref REF` adds a third phase, first: the code as it stood at git REF (extracted with `git archive`, run
+in a child Python with it on the path) on the same taxonomy, teacher and settings; its kept rows are judged
+again by today's quality stage (that code may predate seed-copy and near-duplicate removal), and what passes
+counts as kept (`kept_by_its_own_rules` says what it kept itself). The issue's target is 2x "today's" kept per
+1k tokens, today being the code before any of its work (141b5e1); leaf_targets=false on the current code stands
+for it (the two were within 3 % of each other in one run, 1.51 and 1.55 kept per 1k tokens). Both ratios are
+printed.
+
 The server is started afresh for each phase (no phase profits from prefixes the other left in its slots).
 
     .venv/bin/python benchmarks/yield.py                 # scale 2, 4 slots
     .venv/bin/python benchmarks/yield.py --scale 1 --max-tokens 256
+    .venv/bin/python benchmarks/yield.py --gguf ~/.cache/sdg-bench/qwen2.5-coder-0.5b-instruct.gguf --before-ref 141b5e1
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
+import os
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -54,30 +67,67 @@ def _teacher(args: argparse.Namespace, tmp: Path):
     return served()
 
 
-def _phase(args: argparse.Namespace, tmp: Path, taxonomy: Path, leaf_targets: bool) -> dict:
+# what a phase run on another commit's code does in its own Python (that code's modules, not ours)
+_CHILD = """
+import json, sys
+from sdg.config.compose import compose_config, to_object
+from sdg.run import generate
+result = generate(to_object(compose_config(json.loads(sys.argv[1]))), log=lambda m: None)
+print("SDG_RUN_DIR " + str(result.run_dir))
+"""
+
+
+def _source_at(ref: str, dest: Path) -> Path:
+    """The repository's files at `ref` (git archive, no worktree left behind) under `dest`."""
+    repo = Path(__file__).resolve().parent.parent
+    tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(dest, filter="data")
+    return dest
+
+
+def _phase(args: argparse.Namespace, tmp: Path, taxonomy: Path, name: str, leaf_targets: bool | None,
+           source: Path | None = None) -> dict:
+    """One generate run on a fresh server: this code (leaf_targets on or off), or `source`'s in a child."""
     from sdg.config.compose import compose_config, to_object
     from sdg.run import generate
 
     with _teacher(args, tmp) as url:
-        cfg = to_object(compose_config([
+        overrides = [
             f"taxonomy.path={taxonomy}", "taxonomy.base=empty", f"pipeline.sdg_scale_factor={args.scale}",
             "taxonomy.documents.chunk_tokens=1000", "teacher=endpoint", f"teacher.endpoint_url={url}",
-            f"teacher.max_tokens={args.max_tokens}", f"generate.output_dir={tmp / f'out-{leaf_targets}'}",
-            "generate.progress=none", f"pipeline.leaf_targets={str(leaf_targets).lower()}",
-            f"generate.max_concurrency={2 * args.n_parallel}", "generate.allow_empty=true"]))
+            f"teacher.max_tokens={args.max_tokens}", f"generate.output_dir={tmp / f'out-{name}'}",
+            "generate.progress=none", f"generate.max_concurrency={2 * args.n_parallel}", "generate.allow_empty=true"]
         t0 = time.monotonic()
-        result = generate(cfg, log=lambda m: None)
+        if source is None:
+            overrides.append(f"pipeline.leaf_targets={str(leaf_targets).lower()}")
+            run_dir = generate(to_object(compose_config(overrides)), log=lambda m: None).run_dir
+        else:
+            env = {**os.environ, "PYTHONPATH": str(source)}
+            out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(overrides)], cwd=source, env=env,
+                                 capture_output=True, text=True, check=False)
+            lines = [ln for ln in out.stdout.splitlines() if ln.startswith("SDG_RUN_DIR ")]
+            if out.returncode != 0 or not lines:
+                raise SystemExit(f"the {name} phase failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+            run_dir = Path(lines[-1].split(" ", 1)[1])
         wall = time.monotonic() - t0
-    m = json.loads((result.run_dir / "manifest.json").read_text())
+    m = json.loads((run_dir / "manifest.json").read_text())
     c = m["counts"]
-    per_leaf = _per_leaf(result.run_dir, m)
+    extra = {}
+    if source is not None:  # its kept rows judged by today's quality stage: they count as kept
+        rejudged = _rejudged(run_dir, m, overrides)
+        extra["kept_by_its_own_rules"] = c["kept"]
+        for leaf in m["leaves"]:
+            leaf["kept"] = rejudged[leaf["id"]]
+        c["kept"] = sum(rejudged.values())
+    per_leaf = _per_leaf(run_dir, m)
     tokens = c["prompt_tokens"] + c["completion_tokens"]
     return {"kept": c["kept"], "target": c["target_samples"], "requests": c["requests"],
             "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
             "wall_s": wall,
-            "units_run": c["units_run"], "not_needed": c["units_not_needed"], "topups": c["units_topup"],
-            **m["yield_figures"], "kept_per_1k_tokens": 1000 * c["kept"] / tokens if tokens else 0.0,
-            "per_leaf": per_leaf}
+            "units_run": c["units_run"], "not_needed": c.get("units_not_needed"), "topups": c.get("units_topup"),
+            **m.get("yield_figures", {}), "kept_per_1k_tokens": 1000 * c["kept"] / tokens if tokens else 0.0,
+            "per_leaf": per_leaf, **extra}
 
 
 def _same_mix_ratio(before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]]) -> float | None:
@@ -92,6 +142,24 @@ def _same_mix_ratio(before: dict[str, tuple[int, int, int]], after: dict[str, tu
         at_before += kept * (b_tokens / b_kept if b_kept else 0.0)
         spent += tokens
     return at_before / spent if spent else None
+
+
+def _rejudged(run_dir: Path, manifest: dict, overrides: list[str]) -> dict[str, int]:
+    """Leaf id -> how many of a run's kept rows (its generated_*/<leaf>.jsonl) today's quality stage keeps, with
+    this config's quality settings and the taxonomy's seeds: a run of an older commit may predate seed-copy and
+    near-duplicate removal, and a sample a run keeps now must pass them."""
+    from sdg.config.compose import compose_config, to_object
+    from sdg.quality.stage import stage_for
+    from sdg.run import changed_leaves
+
+    cfg = to_object(compose_config(overrides))
+    stage = stage_for(cfg.quality, changed_leaves(cfg, log=lambda m: None))
+    out = {}
+    for leaf in manifest["leaves"]:
+        rows = [json.loads(line) for path in run_dir.glob(f"generated_*/{leaf['name']}.jsonl")
+                for line in path.read_text().splitlines() if line.strip()]
+        out[leaf["id"]] = sum(1 for row in rows if stage is None or stage.offer(leaf["id"], row) is None)
+    return out
 
 
 def _per_leaf(run_dir: Path, manifest: dict) -> dict[str, tuple[int, int, int]]:
@@ -121,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--endpoint-url", default=None)
     ap.add_argument("--gguf", default="", help="serve this GGUF instead of the embedded SmolLM2-135M (e.g. the "
                     "Qwen2.5-Coder-0.5B that vs_instructlab.py assembles under ~/.cache/sdg-bench/)")
+    ap.add_argument("--before-ref", default="", help="also run the code at this git ref (e.g. 141b5e1, the code "
+                    "before issue 9's work) as a first phase, and print after / that")
     ap.add_argument("--max-load", type=float, default=1.2)
     ap.add_argument("--load-wait-s", type=float, default=300.0)
     ap.add_argument("--keep", default="", help="copy the runs' folders (taxonomy, outputs, teacher log) here")
@@ -132,41 +202,48 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sdg-yield-") as d:
         tmp = Path(d)
         taxonomy = init_taxonomy(tmp / "taxonomy").path
-        phases = {name: _phase(args, tmp, taxonomy, on) for name, on in (("before", False), ("after", True))}
+        phases: dict[str, dict] = {}
+        if args.before_ref:
+            source = _source_at(args.before_ref, tmp / "source-at-ref")
+            phases[f"at {args.before_ref}"] = _phase(args, tmp, taxonomy, "ref", None, source)
+        phases["before (leaf_targets=false)"] = _phase(args, tmp, taxonomy, "before", False)
+        phases["after (leaf_targets=true)"] = _phase(args, tmp, taxonomy, "after", True)
         if args.keep:
             import shutil
-            shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
+            shutil.copytree(tmp, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("source-at-ref"))
     model = Path(args.gguf).name if args.gguf else "embedded SmolLM2-135M"
     print(f"yield: example taxonomy, simple pipeline, scale {args.scale}, teacher "
           f"{args.endpoint_url or f'{model} on llama.cpp ({args.n_parallel} slots, 2 threads)'}, "
           f"max_tokens {args.max_tokens}; load {load_before} before, {fmt_load()} after")
-    keys = ("kept", "target", "units_run", "not_needed", "topups", "requests", "prompt_tokens", "completion_tokens",
-            "kept_per_1k_tokens", "kept_per_1k_computed_tokens", "requests_per_kept", "completion_share_on_dropped", "prefix_cache_hit_rate", "wall_s")
-    print(f"  {'':28} {'before (leaf_targets=false)':>28} {'after (leaf_targets=true)':>28}")
+    keys = ("kept", "kept_by_its_own_rules", "target", "units_run", "not_needed", "topups", "requests", "prompt_tokens", "completion_tokens",
+            "kept_per_1k_tokens", "kept_per_1k_computed_tokens", "requests_per_kept", "completion_share_on_dropped",
+            "prefix_cache_hit_rate", "wall_s")
+    fmt = (lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
+    print(f"  {'':28}" + "".join(f" {name:>28}" for name in phases))
     for k in keys:
-        b, a = phases["before"].get(k), phases["after"].get(k)
-        fmt = (lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
-        print(f"  {k:28} {fmt(b):>28} {fmt(a):>28}")
-    b, a = phases["before"], phases["after"]
+        print(f"  {k:28}" + "".join(f" {fmt(ph.get(k)):>28}" for ph in phases.values()))
     print("  per leaf: kept / requests / tokens per kept sample")
-    for kind in sorted(set(b["per_leaf"]) | set(a["per_leaf"])):
+    for kind in sorted({kind for ph in phases.values() for kind in ph["per_leaf"]}):
         cells = []
-        for ph in (b, a):
+        for ph in phases.values():
             kept, requests, tokens = ph["per_leaf"].get(kind, (0, 0, 0))
             cells.append(f"{kept} / {requests} / {tokens / kept:.0f}" if kept else f"0 / {requests} / -")
-        print(f"  {kind:28} {cells[0]:>28} {cells[1]:>28}")
-    same_mix = _same_mix_ratio(b["per_leaf"], a["per_leaf"])
-    if same_mix is not None:
-        print(f"  the same kept mix: after's kept samples priced at before's tokens per kept sample of each leaf kind, "
-              f"over what after spent: {same_mix:.2f}x")
-    if b["kept_per_1k_tokens"]:
-        print(f"  kept per 1k teacher tokens, after / before: {a['kept_per_1k_tokens'] / b['kept_per_1k_tokens']:.2f}x "
-              "(target >= 2x)")
-    if b.get("kept_per_1k_computed_tokens") and a.get("kept_per_1k_computed_tokens"):
-        print("  kept per 1k tokens the teacher computed (prompt tokens from its prefix cache left out), after / before: "
-              f"{a['kept_per_1k_computed_tokens'] / b['kept_per_1k_computed_tokens']:.2f}x")
-    if b["kept"] and b["wall_s"]:
-        print(f"  kept per second, after / before: {(a['kept'] / a['wall_s']) / (b['kept'] / b['wall_s']):.2f}x")
+        print(f"  {kind:28}" + "".join(f" {c:>28}" for c in cells))
+    *earlier, a = phases.values()
+    for name, b in zip(phases, earlier):
+        print(f"  after / {name}:")
+        same_mix = _same_mix_ratio(b["per_leaf"], a["per_leaf"])
+        if same_mix is not None:
+            print(f"    the same kept mix: after's kept samples priced at this phase's tokens per kept sample of each "
+                  f"leaf kind, over what after spent: {same_mix:.2f}x")
+        if b["kept_per_1k_tokens"]:
+            print(f"    kept per 1k teacher tokens: {a['kept_per_1k_tokens'] / b['kept_per_1k_tokens']:.2f}x "
+                  "(target >= 2x)")
+        if b.get("kept_per_1k_computed_tokens") and a.get("kept_per_1k_computed_tokens"):
+            print("    kept per 1k tokens the teacher computed (prompt tokens from its prefix cache left out): "
+                  f"{a['kept_per_1k_computed_tokens'] / b['kept_per_1k_computed_tokens']:.2f}x")
+        if b["kept"] and b["wall_s"]:
+            print(f"    kept per second: {(a['kept'] / a['wall_s']) / (b['kept'] / b['wall_s']):.2f}x")
     return 0
 
 

@@ -107,6 +107,28 @@ def test_a_pipeline_with_a_long_prompt_asks_for_more_in_one() -> None:
     assert [u.target for u in sent] == [5, 8] and sched.leaves[0].kept == 5  # 3 needed at 2 of 5: 8 in one prompt
 
 
+def test_one_low_reply_does_not_send_a_whole_wave() -> None:
+    """A leaf's yield after one reply is drawn toward the other leaves' by one prompt's worth of asks: a first
+    reply that kept 1 of 5 (a truncated reply, a run of copies) where the other leaf keeps all it asks does not
+    send every remaining unit at once, sized from that one reply (5 in flight at 1 in 5 for the 9 missing)."""
+    plan = Plan(_plan(5, (2,), leaves=2).leaves, 2, 5, 7)  # two leaves, target 10 each, up to 5 a prompt
+    sched = LeafScheduler(plan, {})
+    running = []
+    while (unit := sched.take()) is not None:
+        running.append(unit)
+    assert [(u.leaf_id, u.target) for u in running] == [("leaf0", 5), ("leaf1", 5)] * 2  # first waves
+    for unit in [u for u in running if u.leaf_id == "leaf0"]:  # the other leaf keeps all it asked for
+        sched.finish(unit, [{"question": f"{unit.id}-{k}"} for k in range(unit.target)], False)
+    first = next(u for u in running if u.leaf_id == "leaf1")
+    sched.finish(first, [{"question": "only one"}], False)
+    more = []
+    while (unit := sched.take()) is not None:
+        more.append(unit)
+    # (1 + 5 x 1.0) / (5 + 5) = 0.6 a sample: with the unit still in flight, 2 more cover the 9 missing
+    assert [u.leaf_id for u in more] == ["leaf1", "leaf1"] and sched.leaves[1].need == 9
+    assert sched.leaves[1].not_needed == 0 and len(sched.leaves[1].in_flight) == 3
+
+
 def test_a_unit_given_back_is_asked_again_and_budgeted_once() -> None:
     """A lost node's unit goes back with its ask as its target: taken again it asks what the leaf then needs,
     and the budget counts its plan share once, not its old ask."""

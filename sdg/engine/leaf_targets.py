@@ -6,9 +6,10 @@ leaf still needs samples, and a leaf that has what it needs asks for nothing mor
   more (`_ask`; its row's `target_samples`), and may keep what its leaf still needs when it starts (`_leaf_need`
   on its row; `cap: target_samples` blocks keep up to it): the extra pairs a model writes count.
 - Units go out in waves: a leaf sends another unit only while what its units in flight are expected to keep
-  (samples asked x the leaf's yield so far: kept per sample asked) is short of its need. Before any unit of the
-  leaf finished, the run's yield so far is used, and before any unit at all what was asked is expected to be
-  kept, within a first wave of a quarter of the leaf's units. Other leaves keep the teacher busy meanwhile; when
+  (samples asked x the leaf's yield so far: kept per sample asked, drawn toward the other leaves' yield by one
+  prompt's worth of asks, so one noisy reply does not size a whole wave) is short of its need. Before any unit
+  of the leaf finished, the run's yield so far is used, and before any unit at all what was asked is expected
+  to be kept, within a first wave of a quarter of the leaf's units. Other leaves keep the teacher busy meanwhile; when
   nothing else may go (a free place in the engine and every leaf at its cap), a capped leaf sends anyway.
 - A leaf whose need is met sends none of its remaining units (they are "not needed": a resume recomputes the
   same from the journals, so they are never sent later either).
@@ -250,8 +251,18 @@ class LeafScheduler:
         return sum(1 for row in rows if self._quality.offer(leaf_id, row) is None)
 
     def _yield(self, led: LeafLedger) -> float | None:
-        """Samples kept per sample asked: the leaf's so far, else the run's, else None (nothing known yet)."""
-        return led.yield_or(self._run_kept / self._run_asked if self._run_asked else None)
+        """Samples kept per sample asked: the leaf's so far, drawn toward the other leaves' by one prompt's worth
+        of asks (its ask cap); else the run's; else None (nothing known yet). One reply is a noisy measure (a
+        truncated reply, a run of copies): taken alone, a first reply that kept 2 of 10 where the leaf's later
+        replies keep 5 sends a whole wave of asks that overshoots the need twice over, and on a saturated
+        teacher every overshoot is paid in tokens. The leaf's own figure outweighs the prior once it has asked
+        for more than one prompt's worth."""
+        others_asked = self._run_asked - led.done_asked
+        if not led.done_asked or not others_asked:
+            return led.yield_or(self._run_kept / self._run_asked if self._run_asked else None)
+        prior = (self._run_kept - led.done_kept) / others_asked
+        weight = self._ask_caps[led.index]
+        return (led.done_kept + weight * prior) / (led.done_asked + weight)
 
     def _uncovered(self, led: LeafLedger) -> float:
         """What the leaf still needs beyond what its units in flight are expected to keep (before any yield is
