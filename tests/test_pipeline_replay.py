@@ -176,7 +176,7 @@ def test_simple_splits_a_large_target_over_calls_with_distinct_seeds() -> None:
     assert_consistent(result, row)
 
 
-def test_simple_caps_at_target_and_counts_duplicates_and_copies() -> None:
+def test_simple_counts_duplicates_and_copies_before_it_keeps_the_target() -> None:
     loop = fixture("qa_repeated_loop.txt")
     copy = "Question: Write a haiku about the sea.\nAnswer: Waves again\n\nQuestion: Write a haiku about a mountain!\nAnswer: x y"
     teacher = ReplayTeacher([(GENERATE, [loop + "\n\n" + copy])])
@@ -184,11 +184,25 @@ def test_simple_caps_at_target_and_counts_duplicates_and_copies() -> None:
     result = run(load_pipeline("simple", "freeform_skill"), row, teacher)
     assert result.generated == 6
     assert len(result.rows) == 1
-    # 6 parsed, the 6th over the cap; of the 5 kept, 3 repeat the first and one copies the seed
-    assert result.dropped == Counter({"dedup:duplicate": 3, "dedup:copies_example": 1, "generate:over_target": 1})
+    # 6 parsed, all of them through the dedup: 3 repeat the first and two copy the examples
+    assert result.dropped == Counter({"dedup:duplicate": 3, "dedup:copies_example": 2})
     teacher = ReplayTeacher([(GENERATE, [copy])])
     result = run(load_pipeline("simple", "freeform_skill"), skill_row(5), teacher)
     assert result.rows == [] and result.dropped == Counter({"dedup:copies_example": 2})
+
+
+def test_copies_written_first_do_not_take_the_places_of_valid_samples() -> None:
+    """A small model often hands the examples back first and writes new samples after them: every parsed item
+    goes through the dedup before the unit keeps its target (a cap at the generation block kept the copies'
+    places and threw valid samples away while the leaf still needed them)."""
+    copy = "Question: Write a haiku about the sea.\nAnswer: Waves again"
+    fresh = "\n\n".join(f"Question: Write a haiku about tree number {k}.\nAnswer: Leaves {k} fall" for k in range(6))
+    teacher = ReplayTeacher([(GENERATE, [copy + "\n\n" + fresh])])
+    result = run(load_pipeline("simple", "freeform_skill"), skill_row(5), teacher)
+    assert result.generated == 7
+    assert [r["question"] for r in result.rows] == [f"Write a haiku about tree number {k}." for k in range(5)]
+    # the copy is dropped, 5 valid ones kept, and only the sixth valid one is past the unit's target
+    assert result.dropped == Counter({"dedup:copies_example": 1, "pipeline:over_target": 1})
 
 
 @pytest.mark.parametrize("reply,reason", [
@@ -246,7 +260,7 @@ def test_simple_knowledge_adds_raw_document() -> None:
     pipeline = load_pipeline("simple", "knowledge")
     result = run(pipeline, row, teacher)
     assert_consistent(result, row, pipeline)
-    assert len(result.rows) == 2 and result.dropped == Counter({"generate:over_target": 1})
+    assert len(result.rows) == 2 and result.dropped == Counter({"pipeline:over_target": 1})
     assert all(r["raw_document"] == row["document"] for r in result.rows)
     assert "dataset_type" not in result.rows[0]
     user = teacher.calls[0].user

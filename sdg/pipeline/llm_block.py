@@ -27,6 +27,7 @@ from sdg.pipeline.templates import PromptFile
 from sdg.pipeline.types import Row
 
 TARGET = "target_samples"  # `num_samples`/`cap` value meaning "this unit's target_samples"
+ALL = "all"  # `cap` value: every parsed item goes on (the unit's end keeps what its leaf needs)
 BUDGET_MIN_ITEMS = 4  # items a leaf's whole replies held before budget_headroom sizes its max_tokens
 BUDGET_SLACK = 32  # tokens on top of a sized budget (a preamble, the blank lines)
 NUM_SAMPLES = "num_samples"  # the placeholder a prompt uses for "how many to write in this reply"
@@ -57,8 +58,11 @@ class LLMBlock(Block):
     num_samples: int | Literal["target_samples"] = 1  # samples to ask for per input row
     samples_per_call: int | None = None  # split num_samples over several calls of at most this many
     # keep at most this many per input row; default num_samples. target_samples: what the unit's leaf still
-    # needs when the unit starts (at least the unit's target), so extras count toward the leaf
-    cap: int | Literal["target_samples"] | None = None
+    # needs when the unit starts (at least the unit's target), so extras count toward the leaf. all: every
+    # parsed item goes on to the next blocks, and the unit's end keeps what its leaf needs: for a generation
+    # block followed only by filters that cost no request (dedup), so copies of the examples do not take the
+    # places of valid samples written after them (a cap before a judge saves judge requests instead)
+    cap: int | Literal["target_samples", "all"] | None = None
     stop: list[str] | None = None
     valid_range: list[int] | None = None  # [lo, hi] for score parsers: other scores count as out_of_range
     count_generated: bool = False  # this block's parsed items are the unit's raw samples (UnitResult.generated)
@@ -145,7 +149,7 @@ class LLMBlock(Block):
         return [min(step, n - i) for i in range(0, n, step)]
 
     def kept(self, target: int) -> int:
-        if self.cap is None:
+        if self.cap is None or self.cap == ALL:  # all: the estimate counts what is asked for
             return self.asked(target)
         return target if self.cap == TARGET else int(self.cap)
 
@@ -183,11 +187,13 @@ class LLMBlock(Block):
                 by_row.setdefault(i, []).extend(reply.items)
         out: list[Row] = []
         # cap target_samples: keep what the unit's leaf still needs (extras a model writes count there)
-        keep = state.keep_limit if self.cap == TARGET else self.kept(state.target)
+        keep = (None if self.cap == ALL else state.keep_limit if self.cap == TARGET
+                else self.kept(state.target))
         mapping = self.output_map
         for i, row in enumerate(rows):
             items = by_row.get(i, [])
-            state.drop(self.name, "over_target", len(items) - keep)
+            if keep is not None:
+                state.drop(self.name, "over_target", len(items) - keep)
             for item in items[:keep]:
                 new = dict(row)
                 for src, col in mapping.items():
