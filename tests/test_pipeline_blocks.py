@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdg.errors import ConfigError
-from sdg.pipeline.blocks import Block, RunState, block_class, build_dataclass, register_block, registered_blocks
+from sdg.pipeline.blocks import Block, Bound, RunState, block_class, build_dataclass, register_block, registered_blocks
 from sdg.pipeline.row_blocks import DedupBlock, ExamplesBlock, FilterBlock, RenameBlock, SetBlock
 from sdg.pipeline.templates import Template, as_text, parse_prompt
 from sdg.pipeline.types import UnitContext, UnitResult
@@ -93,6 +93,24 @@ def test_dedup_normalizes_and_checks_examples_in_lists() -> None:
     assert [r["question"] for r in out] == ["alpha"] and dropped == Counter({"dedup:copies_example": 2})
 
 
+def test_dedup_caps_what_is_left_at_what_the_leaf_needs() -> None:
+    """cap: target_samples keeps what the unit's leaf still needs of the rows LEFT after copies and repeats
+    went; an int caps at that many; the dry-run bound counts the cap."""
+    block = build_dataclass(DedupBlock, {"name": "dedup", "against": ["seed_question"], "cap": "target_samples"},
+                            "here")
+    rows = [{"seed_question": "Seed?", "question": q} for q in ["seed", "a", "a", "b", "c", "d"]]
+    st = state()
+    st.target, st.keep = 2, 3  # the unit asked for 2; its leaf still needs 3
+    out, dropped = run(block, rows, st)
+    assert [r["question"] for r in out] == ["a", "b", "c"]
+    assert dropped == Counter({"dedup:copies_example": 1, "dedup:duplicate": 1, "dedup:over_target": 1})
+    out, dropped = run(build_dataclass(DedupBlock, {"name": "d", "cap": 1}, "here"), rows)
+    assert [r["question"] for r in out] == ["seed"] and dropped == Counter({"d:duplicate": 1, "d:over_target": 4})
+    assert block.bound(Bound(10, 2, 100), 4) == Bound(4, 2, 100)
+    with pytest.raises(ConfigError, match="cap"):
+        build_dataclass(DedupBlock, {"name": "d", "cap": 0}, "here").check("here")
+
+
 def test_set_rename_drop() -> None:
     s = build_dataclass(SetBlock, {"name": "s", "columns": {"raw": "{doc}!", "kind": "base", "n": 3}}, "here")
     assert s.columns_out(frozenset({"doc"}), "here") == {"doc", "raw", "kind", "n"}
@@ -144,7 +162,7 @@ def test_config_types_are_strict() -> None:
     base = {"name": "g", "prompt": "p.txt", "parser": "qa_pairs", "max_tokens": 10}
     build_dataclass(llm, {**base, "temperature": 1}, "here")  # an int is a fine float
     for bad in ({"max_tokens": True}, {"temperature": "hot"}, {"stop": "x"}, {"outputs": {"a": 1}},
-                {"cap": "all"}, {"valid_range": [1, 2, 3]}, {"temperature": 9}):
+                {"cap": "every"}, {"valid_range": [1, 2, 3]}, {"temperature": 9}):
         with pytest.raises(ConfigError):
             build_dataclass(llm, {**base, **bad}, "here")
 

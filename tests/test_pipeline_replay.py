@@ -202,7 +202,7 @@ def test_copies_written_first_do_not_take_the_places_of_valid_samples() -> None:
     assert result.generated == 7
     assert [r["question"] for r in result.rows] == [f"Write a haiku about tree number {k}." for k in range(5)]
     # the copy is dropped, 5 valid ones kept, and only the sixth valid one is past the unit's target
-    assert result.dropped == Counter({"dedup:copies_example": 1, "pipeline:over_target": 1})
+    assert result.dropped == Counter({"dedup:copies_example": 1, "dedup:over_target": 1})
 
 
 @pytest.mark.parametrize("reply,reason", [
@@ -260,7 +260,7 @@ def test_simple_knowledge_adds_raw_document() -> None:
     pipeline = load_pipeline("simple", "knowledge")
     result = run(pipeline, row, teacher)
     assert_consistent(result, row, pipeline)
-    assert len(result.rows) == 2 and result.dropped == Counter({"pipeline:over_target": 1})
+    assert len(result.rows) == 2 and result.dropped == Counter({"dedup:over_target": 1})
     assert all(r["raw_document"] == row["document"] for r in result.rows)
     assert "dataset_type" not in result.rows[0]
     user = teacher.calls[0].user

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from sdg.errors import ConfigError
-from sdg.pipeline.blocks import Block, RunState, need_columns, register_block
+from sdg.pipeline.blocks import Block, Bound, RunState, need_columns, register_block
 from sdg.pipeline.parsers import normalize
 from sdg.pipeline.templates import Template
 from sdg.pipeline.types import Row
@@ -62,15 +62,30 @@ class DedupBlock(Block):
 
     `against` names columns holding examples the teacher was shown; `col.field` reaches into a list of
     dicts (`icl_examples.question`). Small teachers often hand the example back as a "new" sample.
+    `cap` keeps at most this many of the rows left (`over_target` for the rest); `target_samples`: what the
+    unit's leaf still needs. After a generation block with `cap: all`, copies and repeats go before the cap
+    counts, so they never take the places of valid samples written after them; before judges, the cap keeps
+    them from judging more than the leaf needs.
     """
 
     name: str
     column: str = "question"
     against: list[str] = field(default_factory=list)
+    cap: int | Literal["target_samples"] | None = None
+
+    def check(self, where: str) -> None:
+        if isinstance(self.cap, int) and self.cap < 1:
+            raise ConfigError(f"{where}: cap must be >= 1 (or 'target_samples'), got {self.cap}")
 
     def columns_out(self, columns: frozenset[str], where: str) -> frozenset[str]:
         need_columns(columns, [self.column, *(a.split(".", 1)[0] for a in self.against)], where, "dedup")
         return columns
+
+    def bound(self, before: Bound, target: int) -> Bound:
+        if self.cap is None:
+            return before
+        per_unit = target if self.cap == "target_samples" else int(self.cap)
+        return Bound(min(before.rows, per_unit), before.requests, before.output_tokens)
 
     async def run(self, rows: list[Row], state: RunState) -> list[Row]:
         seen: set[str] = set()
@@ -85,6 +100,10 @@ class DedupBlock(Block):
             else:
                 seen.add(key)
                 kept.append(row)
+        if self.cap is not None:
+            limit = state.keep_limit if self.cap == "target_samples" else int(self.cap)
+            state.drop(self.name, "over_target", len(kept) - limit)
+            kept = kept[:limit]
         return kept
 
     def _examples_once(self, row: Row, cache: dict[tuple[int, ...], set[str]]) -> set[str]:
