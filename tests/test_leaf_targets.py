@@ -129,6 +129,24 @@ def test_one_low_reply_does_not_send_a_whole_wave() -> None:
     assert sched.leaves[1].not_needed == 0 and len(sched.leaves[1].in_flight) == 3
 
 
+def test_a_leaf_that_kept_nothing_yet_sends_a_first_wave_while_others_have_work() -> None:
+    """A leaf whose finished units kept nothing asks for its plan share a unit; while other leaves have units to
+    send it keeps at most a first wave in flight (a quarter of its units), as before any yield is known: its
+    next reply may say what it keeps. It fires the rest only into places nothing else takes."""
+    plan = Plan(_plan(8, (2,), leaves=3).leaves, 2, 5, 7)  # 3 leaves, target 16 each in 8 units of 2
+    sched = LeafScheduler(plan, {})
+    running = [sched.take() for _ in range(6)]  # first waves: 2 units a leaf
+    assert [u.leaf_id for u in running if u] == ["leaf0", "leaf1", "leaf2"] * 2
+    for unit in running[0::3]:  # leaf0 keeps all it asked for
+        sched.finish(unit, [{"question": f"{unit.id}-{k}"} for k in range(unit.target)], False)
+    sched.finish(running[1], [], False)  # leaf1's first reply: nothing kept
+    more = [sched.take() for _ in range(6)]
+    assert [u.leaf_id for u in more if u] == ["leaf0", "leaf1", "leaf2", "leaf0", "leaf2", "leaf2"]
+    assert [u.target for u in more if u and u.leaf_id == "leaf1"] == [2]  # its share
+    assert len(sched.leaves[1].in_flight) == 2
+    assert (last := sched.take()) is not None and last.leaf_id == "leaf1"  # a place nothing else takes
+
+
 def test_a_unit_given_back_is_asked_again_and_budgeted_once() -> None:
     """A lost node's unit goes back with its ask as its target: taken again it asks what the leaf then needs,
     and the budget counts its plan share once, not its old ask."""

@@ -272,13 +272,16 @@ class LeafScheduler:
 
     def _may_send(self, led: LeafLedger, *, first_wave: bool = True) -> bool:
         """Another unit of this leaf may go: its in-flight units are not expected to fill its need, and it
-        has budget left (before any yield is known, at most a first wave of a quarter of its units while
-        `first_wave`)."""
+        has budget left (before any yield is known, or while the leaf has kept nothing from its finished units,
+        at most a first wave of a quarter of its units while `first_wave`: such a leaf's units ask for their
+        plan share only, and a knowledge leaf whose first reply was all copies sent every remaining unit at
+        once, each paying its document chunk for 2 samples)."""
         if led.spent + 1 > led.budget:
             return False
         if not led.in_flight:
             return True
-        if first_wave and self._yield(led) is None and len(led.in_flight) >= max(1, math.ceil(FIRST_WAVE * led.planned)):
+        unknown = self._yield(led) is None or (led.done_asked > 0 and not led.done_kept)
+        if first_wave and unknown and len(led.in_flight) >= max(1, math.ceil(FIRST_WAVE * led.planned)):
             return False
         return self._uncovered(led) > 0
 
