@@ -9,7 +9,8 @@ leaf still needs samples, and a leaf that has what it needs asks for nothing mor
   (samples asked x the leaf's yield so far: kept per sample asked, drawn toward the other leaves' yield by one
   prompt's worth of asks, so one noisy reply does not size a whole wave) is short of its need. Before any unit
   of the leaf finished, the run's yield so far is used, and before any unit at all what was asked is expected
-  to be kept, within a first wave of a quarter of the leaf's units. Other leaves keep the teacher busy meanwhile; when
+  to be kept, within a first wave of a quarter of the leaf's units (the same cap holds while the leaf has kept
+  nothing from its finished units). Other leaves keep the teacher busy meanwhile; when
   nothing else may go (a free place in the engine and every leaf at its cap), a capped leaf sends anyway.
 - A leaf whose need is met sends none of its remaining units (they are "not needed": a resume recomputes the
   same from the journals, so they are never sent later either).
