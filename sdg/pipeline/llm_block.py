@@ -27,7 +27,7 @@ from sdg.pipeline.templates import PromptFile
 from sdg.pipeline.types import Row
 
 TARGET = "target_samples"  # `num_samples`/`cap` value meaning "this unit's target_samples"
-ALL = "all"  # `cap` value: every parsed item goes on (the unit's end keeps what its leaf needs)
+ALL = "all"  # `cap` value: every parsed item goes on (a later dedup's cap keeps what the leaf needs)
 BUDGET_MIN_ITEMS = 4  # items a leaf's whole replies held before budget_headroom sizes its max_tokens
 BUDGET_SLACK = 32  # tokens on top of a sized budget (a preamble, the blank lines)
 NUM_SAMPLES = "num_samples"  # the placeholder a prompt uses for "how many to write in this reply"
@@ -59,9 +59,9 @@ class LLMBlock(Block):
     samples_per_call: int | None = None  # split num_samples over several calls of at most this many
     # keep at most this many per input row; default num_samples. target_samples: what the unit's leaf still
     # needs when the unit starts (at least the unit's target), so extras count toward the leaf. all: every
-    # parsed item goes on to the next blocks, and the unit's end keeps what its leaf needs: for a generation
-    # block followed only by filters that cost no request (dedup), so copies of the examples do not take the
-    # places of valid samples written after them (a cap before a judge saves judge requests instead)
+    # parsed item goes on to the next blocks: a dedup with `cap: target_samples` after it keeps what the leaf
+    # needs once copies of the examples are gone, so they never take the places of valid samples written
+    # after them (the unit's end trims to what the leaf needs in any case)
     cap: int | Literal["target_samples", "all"] | None = None
     stop: list[str] | None = None
     valid_range: list[int] | None = None  # [lo, hi] for score parsers: other scores count as out_of_range
