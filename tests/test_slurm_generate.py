@@ -578,7 +578,10 @@ def test_a_node_whose_teacher_dies_is_dropped_and_the_job_completes(env: Path, t
     out = env / "out"
     tax = _changed_leaves(tmp_path / "tax", "compositional_skills/writing/freeform/haiku",
                           "foundational_skills/reasoning/unit_conversion")
-    job = submit(_cfg(env, tax, f"cluster.job_dir={env / 'jobs'}", "taxonomy.base=main"), log=lambda m: None)
+    # every planned unit runs (leaf_targets=false): with leaf targets a leaf may fill from its first replies, and
+    # the run could end before the victim's loss is seen (this test is about a lost node, not about yield)
+    job = submit(_cfg(env, tax, f"cluster.job_dir={env / 'jobs'}", "taxonomy.base=main", "pipeline.leaf_targets=false"),
+                 log=lambda m: None)
     attempt = Path(job.paths.folder) / "sdg" / "attempt-0"
     deadline = time.monotonic() + 400
     while not (rdv := attempt / "rendezvous.json").exists():
