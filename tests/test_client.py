@@ -65,8 +65,8 @@ class LlamaServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for line in out.read_text(errors="replace").split("\n")[:-1]:  # whole lines only
-                if line.startswith("SDG_LISTENING "):
-                    self.url = line.split()[1].rstrip("/")
+                if "SDG_LISTENING " in line:  # llama.cpp's logger may have written a timestamp just before it
+                    self.url = line.split("SDG_LISTENING ", 1)[1].split()[0].rstrip("/")
                     return
             if self.proc.poll() is not None:
                 break

@@ -64,6 +64,9 @@ def test_the_listening_line_counts_only_when_whole(tmp_path: Path) -> None:
     assert server.url_from_log("SDG_LISTENING http://127.0.0.1:359190.00.804.128 I srv  init: ready\n") is None
     assert server.url_from_log("a\nSDG_LISTENING http://127.0.0.1:35919\nb\n") == "http://127.0.0.1:35919/v1"
     assert server.url_from_log("SDG_LISTENING http://[::1]:8080/\r\n") == "http://[::1]:8080/v1"
+    # the logger's timestamp written just before the line (seen in a newcomer run: never read, never ready)
+    assert server.url_from_log("0.00.947.707 SDG_LISTENING http://127.0.0.1:38019\nI srv  init: model loaded\n") == \
+        "http://127.0.0.1:38019/v1"
 
 
 def test_two_servers_on_one_machine_get_their_own_ports(tmp_path: Path) -> None:

@@ -12,7 +12,10 @@ from sdg.teacher.server_base import ServedEndpoint, ServerState, TeacherServer, 
 
 API_KEY_ENV = "SDG_TEACHER_API_KEY"
 # Whole lines only: a line still being written (no newline yet) is not an address.
-_LISTENING = re.compile(r"^SDG_LISTENING (https?://\S+)\r?\n", re.M)
+# The line is one write(2) (llamacpp_main): llama.cpp's logger may have written part of a line of its own just
+# before it (seen: "0.00.947.707 SDG_LISTENING http://..."), so it is found anywhere, but only with its newline
+# right after the address (a log line that landed inside an address is no address).
+_LISTENING = re.compile(r"SDG_LISTENING (https?://\S+)\r?\n")
 
 
 class LlamaCppServer(TeacherServer):
