@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from sdg.teacher.backends import _LISTENING
 from sdg.teacher.client import (
     Completion, Endpoint, RequestFailure, TeacherClient, is_context_error, parse_retry_after)
 from tests.conftest import smollm2_gguf
@@ -64,10 +65,10 @@ class LlamaServer:
                 env={**os.environ, KEY_ENV: API_KEY})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for line in out.read_text(errors="replace").split("\n")[:-1]:  # whole lines only
-                if "SDG_LISTENING " in line:  # llama.cpp's logger may have written a timestamp just before it
-                    self.url = line.split("SDG_LISTENING ", 1)[1].split()[0].rstrip("/")
-                    return
+            m = _LISTENING.search(out.read_text(errors="replace"))  # the server's own rule for that line
+            if m:
+                self.url = m.group(1).rstrip("/")
+                return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)

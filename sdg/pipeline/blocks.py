@@ -45,6 +45,11 @@ class RunState:
     def keep_limit(self) -> int:
         return max(self.keep, self.target)
 
+    def keep_at_most(self, block: str, rows: list, limit: int) -> list:
+        """The first `limit` rows; the rest counted as `block`'s over_target (the one trim every cap uses)."""
+        self.drop(block, "over_target", len(rows) - limit)
+        return rows[:limit]
+
     def next_seed(self) -> int:
         """`ctx.seed + k` for the k-th teacher call of the unit: distinct per call, same on a rerun."""
         seed = (self.ctx.seed + self.calls) & SEED_MASK

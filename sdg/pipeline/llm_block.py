@@ -193,8 +193,8 @@ class LLMBlock(Block):
         for i, row in enumerate(rows):
             items = by_row.get(i, [])
             if keep is not None:
-                state.drop(self.name, "over_target", len(items) - keep)
-            for item in items[:keep]:
+                items = state.keep_at_most(self.name, items, keep)
+            for item in items:
                 new = dict(row)
                 for src, col in mapping.items():
                     new[col] = item[src]

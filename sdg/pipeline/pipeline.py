@@ -72,10 +72,7 @@ class Pipeline:
                 result.errors.append(RequestError(block.name, "block_error", f"{type(e).__name__}: {e}"))
                 state.drop(block.name, "block_error", len(rows))
                 rows = []
-        limit = state.keep_limit
-        if len(rows) > limit:
-            state.drop("pipeline", "over_target", len(rows) - limit)
-            rows = rows[:limit]
+        rows = state.keep_at_most("pipeline", rows, state.keep_limit)
         result.rows = [{k: v for k, v in r.items() if not k.startswith(SCRATCH_PREFIX)} for r in rows]
         return result
 

@@ -9,6 +9,7 @@ from typing import Any, Callable, Literal
 
 from sdg.errors import ConfigError
 from sdg.pipeline.blocks import Block, Bound, RunState, need_columns, register_block
+from sdg.pipeline.llm_block import TARGET
 from sdg.pipeline.parsers import normalize
 from sdg.pipeline.templates import Template
 from sdg.pipeline.types import Row
@@ -84,7 +85,7 @@ class DedupBlock(Block):
     def bound(self, before: Bound, target: int) -> Bound:
         if self.cap is None:
             return before
-        per_unit = target if self.cap == "target_samples" else int(self.cap)
+        per_unit = target if self.cap == TARGET else int(self.cap)
         return Bound(min(before.rows, per_unit), before.requests, before.output_tokens)
 
     async def run(self, rows: list[Row], state: RunState) -> list[Row]:
@@ -101,9 +102,7 @@ class DedupBlock(Block):
                 seen.add(key)
                 kept.append(row)
         if self.cap is not None:
-            limit = state.keep_limit if self.cap == "target_samples" else int(self.cap)
-            state.drop(self.name, "over_target", len(kept) - limit)
-            kept = kept[:limit]
+            kept = state.keep_at_most(self.name, kept, state.keep_limit if self.cap == TARGET else int(self.cap))
         return kept
 
     def _examples_once(self, row: Row, cache: dict[tuple[int, ...], set[str]]) -> set[str]:
