@@ -2,9 +2,11 @@
 """What each kept sample costs: kept samples per 1k teacher tokens, with and without leaf-level targets.
 
 A program that prints figures, not a test. In ONE run, against ONE real teacher (the embedded SmolLM2-135M on
-llama.cpp, `--n-parallel` slots, 2 threads; or `--endpoint-url`): the example taxonomy (`init_taxonomy`: one
-leaf of each kind, the knowledge leaf's prompts carry a document chunk) generated twice with the simple pipeline
-at `--scale`, `pipeline.leaf_targets=false` (every planned unit runs and keeps at most its share: the rule
+llama.cpp, `--n-parallel` slots, 2 threads; or `--endpoint-url`): a knowledge-heavy taxonomy, as the issue
+asks (`--taxonomy knowledge-heavy`, the default: the example's solar-eclipse knowledge leaf and two more with
+their own documents, 50 of its 70 target samples at scale 2, beside the example's grounded and freeform writing
+skills; `--taxonomy example`: `init_taxonomy`'s, one leaf of each kind, what the figures before 2026-12-03 used),
+generated twice with the simple pipeline at `--scale`, `pipeline.leaf_targets=false` (every planned unit runs and keeps at most its share: the rule
 before leaf-level targets) and `=true` (the default). For each it reads the run's manifest.json and prints kept
 samples, requests, prompt and completion tokens, kept per 1k tokens (prompt + completion), requests per kept
 sample, the share of completion tokens spent on samples not kept, the prefix-cache hit rate the server reported
@@ -77,6 +79,46 @@ print("SDG_RUN_DIR " + str(result.run_dir))
 """
 
 
+KNOWLEDGE_HEAVY = Path(__file__).resolve().parent / "data" / "knowledge_heavy"
+# leaf file in KNOWLEDGE_HEAVY/leaves -> where it goes in the taxonomy
+_EXTRA_LEAVES = {"ocean_tides.yaml": "knowledge/science/oceanography/ocean_tides/qna.yaml",
+                 "honey_bees.yaml": "knowledge/science/biology/honey_bees/qna.yaml"}
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    who = ["-c", "user.name=sdg benchmarks", "-c", "user.email=sdg@localhost", "-c", "commit.gpgsign=false"]
+    return subprocess.run(["git", *who, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _taxonomy(kind: str, tmp: Path) -> Path:
+    """The example taxonomy (one leaf of each kind), or the knowledge-heavy one the issue asks for: the example's
+    knowledge, grounded and freeform writing leaves (its foundational leaf left out) and two more knowledge leaves
+    whose documents (benchmarks/data/knowledge_heavy, ~1,000 words each: one or two 1,000-token chunks) sit in a
+    local git repository (hence taxonomy.documents.allow with `local`, see _phase)."""
+    import shutil
+
+    from sdg.taxonomy.init import init_taxonomy
+
+    path = init_taxonomy(tmp / "taxonomy").path
+    if kind == "example":
+        return path
+    shutil.rmtree(path / "foundational_skills")
+    docs = tmp / "knowledge-heavy-documents"
+    shutil.copytree(KNOWLEDGE_HEAVY / "documents", docs)
+    _git(["init", "-q"], docs)
+    _git(["add", "-A"], docs)
+    _git(["commit", "-q", "-m", "documents"], docs)
+    commit = _git(["rev-parse", "HEAD"], docs)
+    for name, where in _EXTRA_LEAVES.items():
+        text = (KNOWLEDGE_HEAVY / "leaves" / name).read_text(encoding="utf-8")
+        (path / where).parent.mkdir(parents=True)
+        (path / where).write_text(text.replace("{{DOCUMENTS_REPO}}", docs.resolve().as_uri())
+                                  .replace("{{DOCUMENTS_COMMIT}}", commit), encoding="utf-8")
+    _git(["add", "-A"], path)
+    _git(["commit", "-q", "-m", "knowledge-heavy taxonomy"], path)
+    return path
+
+
 def _source_at(ref: str, dest: Path) -> Path:
     """The repository's files at `ref` (git archive, no worktree left behind) under `dest`."""
     repo = Path(__file__).resolve().parent.parent
@@ -95,7 +137,7 @@ def _phase(args: argparse.Namespace, tmp: Path, taxonomy: Path, name: str, leaf_
     with _teacher(args, tmp) as url:
         overrides = [
             f"taxonomy.path={taxonomy}", "taxonomy.base=empty", f"pipeline.sdg_scale_factor={args.scale}",
-            "taxonomy.documents.chunk_tokens=1000", "teacher=endpoint", f"teacher.endpoint_url={url}",
+            "taxonomy.documents.chunk_tokens=1000", "taxonomy.documents.allow=[https,ssh,local]", "teacher=endpoint", f"teacher.endpoint_url={url}",
             f"teacher.max_tokens={args.max_tokens}", f"generate.output_dir={tmp / f'out-{name}'}",
             "generate.progress=none", f"generate.max_concurrency={2 * args.n_parallel}", "generate.allow_empty=true"]
         t0 = time.monotonic()
@@ -194,14 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-load", type=float, default=1.2)
     ap.add_argument("--load-wait-s", type=float, default=300.0)
     ap.add_argument("--keep", default="", help="copy the runs' folders (taxonomy, outputs, teacher log) here")
+    ap.add_argument("--taxonomy", choices=("knowledge-heavy", "example"), default="knowledge-heavy",
+                    help="knowledge-heavy (the issue's: 3 knowledge leaves, a grounded and a freeform skill; "
+                    "default) or example (sdg taxonomy init's: one leaf of each kind, the figures before 2026-12-03)")
     args = ap.parse_args(argv)
-    from sdg.taxonomy.init import init_taxonomy
 
     wait_for_quiet(args.max_load, max_wait_s=args.load_wait_s)
     load_before = fmt_load()
     with tempfile.TemporaryDirectory(prefix="sdg-yield-") as d:
         tmp = Path(d)
-        taxonomy = init_taxonomy(tmp / "taxonomy").path
+        taxonomy = _taxonomy(args.taxonomy, tmp)
         phases: dict[str, dict] = {}
         if args.before_ref:
             source = _source_at(args.before_ref, tmp / "source-at-ref")
@@ -212,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
             shutil.copytree(tmp, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("source-at-ref"))
     model = Path(args.gguf).name if args.gguf else "embedded SmolLM2-135M"
-    print(f"yield: example taxonomy, simple pipeline, scale {args.scale}, teacher "
+    print(f"yield: {args.taxonomy} taxonomy, simple pipeline, scale {args.scale}, teacher "
           f"{args.endpoint_url or f'{model} on llama.cpp ({args.n_parallel} slots, 2 threads)'}, "
           f"max_tokens {args.max_tokens}; load {load_before} before, {fmt_load()} after")
     keys = ("kept", "kept_by_its_own_rules", "target", "units_run", "not_needed", "topups", "requests", "prompt_tokens", "completion_tokens",

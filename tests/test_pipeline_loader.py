@@ -132,6 +132,8 @@ GOOD_LLM = """
     ("name: x\nblocks:\n" + GOOD_LLM.replace("max_tokens: 256", "max_tokens: lots"),
      ["'max_tokens' must be an integer", "'lots'"]),
     ("name: x\nblocks:\n" + GOOD_LLM.replace("max_tokens: 256", "max_tokens: 0"), ["max_tokens must be >= 1"]),
+    ("name: x\nblocks:\n" + GOOD_LLM + "    frequency_penalty: 2.5\n", ["frequency_penalty must be from -2 to 2",
+                                                                       "2.5"]),
     ("name: x\nblocks:\n" + GOOD_LLM.replace("num_samples: target_samples", "num_samples: all"),
      ["'num_samples' must be", "'target_samples'"]),
     ("name: x\nblocks:\n" + GOOD_LLM.replace("simple_freeform_qa.txt", "nope.txt"), ["prompt file 'nope.txt' not found"]),

@@ -1,4 +1,5 @@
-"""generate.sampling: run-wide and per-block (by block name) temperature, top_p, max_tokens and seed, from
+"""generate.sampling: run-wide and per-block (by block name) temperature, top_p, frequency_penalty, max_tokens and
+seed, from
 the composed config to the block parameters (at load time, in the pipeline fingerprint) to what a real
 llama.cpp server received (its /slots endpoint shows the sampling parameters of the last request)."""
 
@@ -23,7 +24,7 @@ from sdg.teacher.backends import LlamaCppServer
 from tests.conftest import smollm2_gguf
 from tests.test_pipeline_replay import skill_row
 
-KEYS = ("temperature", "top_p", "max_tokens", "seed")
+KEYS = ("temperature", "top_p", "frequency_penalty", "max_tokens", "seed")
 
 
 def _llm(pipeline) -> dict[str, LLMBlock]:
@@ -55,6 +56,10 @@ def test_defaults_are_unset_and_overrides_by_block_name_compose() -> None:
                                           "0 to 2, or null"),
     ("generate.sampling.top_p=0", "generate.sampling.top_p=0.0 is out of range: must be a number > 0 and <= 1, or null"),
     ("generate.sampling.top_p=1.5", "generate.sampling.top_p=1.5 is out of range"),
+    ("generate.sampling.frequency_penalty=2.5", "generate.sampling.frequency_penalty=2.5 is out of range: must be a "
+                                                "number from -2 to 2, or null"),
+    ("+generate.sampling.blocks.gen_questions.frequency_penalty=-3",
+     "generate.sampling.blocks.gen_questions.frequency_penalty=-3 is out of range"),
     ("generate.sampling.max_tokens=0", "generate.sampling.max_tokens=0 is out of range: must be an integer >= 1, or null"),
     ("generate.sampling.seed=-1", "generate.sampling.seed=-1 is out of range: must be an integer from 0 to 2147483647"),
     ("+generate.sampling.blocks.gen_questions.temperature=-1",
@@ -65,12 +70,12 @@ def test_defaults_are_unset_and_overrides_by_block_name_compose() -> None:
     ("+generate.sampling.blocks.gen_questions.seed=1.5", "generate.sampling.blocks.gen_questions.seed=1.5 is out of range"),
     ("+generate.sampling.blocks.gen_questions.temprature=0.2",
      "unknown config key 'generate.sampling.blocks.gen_questions.temprature': generate.sampling.blocks.<name> accepts "
-     "temperature, top_p, max_tokens, seed"),
+     "temperature, top_p, frequency_penalty, max_tokens, seed"),
     ("+generate.sampling.blocks.gen_questions=0.2",
      "generate.sampling.blocks.gen_questions=0.2 is not a mapping: set its keys "
      "(+generate.sampling.blocks.gen_questions.temperature=VALUE)"),
     ("generate.sampling.temprature=1", "unknown config key 'generate.sampling.temprature': generate.sampling accepts "
-                                       "temperature, top_p, max_tokens, seed, blocks"),
+                                       "temperature, top_p, frequency_penalty, max_tokens, seed, blocks"),
 ])
 def test_bad_sampling_values_are_one_line_config_errors(override: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -122,8 +127,8 @@ def test_sampling_is_part_of_the_fingerprint_only_when_it_changes_a_block() -> N
     assert fp({"blocks": {"questions": {"temperature": 0.8, "max_tokens": 768}}}) == base  # the YAML's own values
     assert fp({"blocks": {"contexts": {"temperature": 0.1}}}) == base  # a grounded_skills block: not in this file
     changed = {fp({"temperature": 0.5}), fp({"blocks": {"questions": {"temperature": 0.5}}}),
-               fp({"blocks": {"questions": {"seed": 1}}}), fp({"top_p": 0.9})}
-    assert base not in changed and len(changed) == 4
+               fp({"blocks": {"questions": {"seed": 1}}}), fp({"top_p": 0.9}), fp({"frequency_penalty": 0.3})}
+    assert base not in changed and len(changed) == 5
 
 
 def test_a_run_with_other_sampling_is_another_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,9 +190,10 @@ def _pipeline_dir(root: Path) -> Path:
 def test_sampling_reaches_the_requests_a_real_llama_cpp_server_receives(tmp_path: Path) -> None:
     cfg = to_object(compose_config([
         f"pipeline.name={_pipeline_dir(tmp_path / 'pipe')}", "teacher.max_tokens=16",
-        "generate.sampling.top_p=0.9", "generate.sampling.seed=100",
+        "generate.sampling.top_p=0.9", "generate.sampling.seed=100", "generate.sampling.frequency_penalty=0.25",
         "+generate.sampling.blocks.gen_questions.temperature=0.2", "+generate.sampling.blocks.gen_questions.top_p=0.5",
-        "+generate.sampling.blocks.gen_questions.max_tokens=500", "+generate.sampling.blocks.gen_questions.seed=7"]))
+        "+generate.sampling.blocks.gen_questions.max_tokens=500", "+generate.sampling.blocks.gen_questions.seed=7",
+        "+generate.sampling.blocks.gen_questions.frequency_penalty=0.5"]))
     pipelines = load_pipelines(cfg, {"freeform_skill", "grounded_skill"})
     server = LlamaCppServer(gguf=smollm2_gguf(), context_length=1024, n_parallel=1, n_threads=1, model_name="teacher",
                             log_path=tmp_path / "t.log", startup_timeout_s=120)
@@ -213,7 +219,8 @@ def test_sampling_reaches_the_requests_a_real_llama_cpp_server_receives(tmp_path
     gen, judge = seen["gen_questions"]["params"], seen["judge"]["params"]
     # gen_questions: its own entry for everything; max_tokens 500 capped by teacher.max_tokens=16
     assert gen["temperature"] == pytest.approx(0.2) and gen["top_p"] == pytest.approx(0.5)
-    assert gen["seed"] == 1000 + 7 and gen["n_predict"] == 16
+    assert gen["seed"] == 1000 + 7 and gen["n_predict"] == 16 and gen["frequency_penalty"] == pytest.approx(0.5)
     # judge: its YAML temperature and max_tokens, the run-wide top_p and seed (the unit seed + call 0 + 100)
     assert judge["temperature"] == 0.0 and judge["top_p"] == pytest.approx(0.9)
     assert judge["seed"] == 1000 + 100 and judge["n_predict"] == 4
+    assert judge["frequency_penalty"] == pytest.approx(0.25)  # the run-wide value

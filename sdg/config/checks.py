@@ -157,6 +157,8 @@ RULES: dict[str, Rule] = {
                                            ge=0, le=2, integer=False, optional=True),
     "generate.sampling.top_p": Range("nucleus sampling share of llm blocks, null = the block's own",
                                      gt=0, le=1, integer=False, optional=True),
+    "generate.sampling.frequency_penalty": Range("OpenAI frequency_penalty of llm blocks' requests, null = the "
+                                                 "block's own", ge=-2, le=2, integer=False, optional=True),
     "generate.sampling.max_tokens": Range("tokens one reply of an llm block may use, capped by teacher.max_tokens, "
                                           "null = the block's own", ge=1, optional=True),
     "generate.sampling.seed": Range("base of an llm block's request seeds, null = the block's own",

@@ -148,6 +148,7 @@ class SamplingValues:
 
     temperature: Optional[float] = None
     top_p: Optional[float] = None
+    frequency_penalty: Optional[float] = None
     max_tokens: Optional[int] = None  # teacher.max_tokens still caps every request
     # Base of the block's request seeds: the k-th request of a unit sends unit seed + k + this (mod 2^31);
     # None = the block's own (0 unless its YAML sets `seed`). Another value draws other samples, reproducibly.

@@ -15,8 +15,8 @@ start-up that names the file and the block, never a failure in the middle of a r
         num_samples: target_samples
         max_tokens: 1024
 
-`sampling` (the config's `generate.sampling`) overrides the llm blocks' temperature, top_p, max_tokens
-and seed at load time: a block's own entry (`blocks.<name>`) over the run-wide values over the YAML. The
+`sampling` (the config's `generate.sampling`) overrides the llm blocks' temperature, top_p,
+frequency_penalty, max_tokens and seed at load time: a block's own entry (`blocks.<name>`) over the run-wide values over the YAML. The
 values applied are part of the fingerprint, so a run resumed with other sampling is a different run.
 """
 
@@ -42,7 +42,7 @@ PROMPTS = PACKAGE_DIR / "prompts"
 PACKAGED = ("simple", "full")
 FORMAT = b"sdg-pipeline/1"  # bump when the meaning of a YAML changes (fingerprints change with it)
 TOP_KEYS = ("name", "description", "version", "blocks")
-SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "seed")
+SAMPLING_KEYS = ("temperature", "top_p", "frequency_penalty", "max_tokens", "seed")
 SAMPLING_PREFIX = "generate.sampling.blocks"
 
 
