@@ -5,9 +5,9 @@ A program that prints figures, not a test. In ONE run, against ONE real teacher 
 llama.cpp, `--n-parallel` slots, 2 threads; or `--endpoint-url`): a knowledge-heavy taxonomy, as the issue
 asks (`--taxonomy knowledge-heavy`, the default: the example's solar-eclipse knowledge leaf and two more with
 their own documents, 50 of its 70 target samples at scale 2, beside the example's grounded and freeform writing
-skills; `--taxonomy example`: `init_taxonomy`'s, one leaf of each kind, what the figures before 2026-12-03 used),
-generated twice with the simple pipeline at `--scale`, `pipeline.leaf_targets=false` (every planned unit runs and keeps at most its share: the rule
-before leaf-level targets) and `=true` (the default). For each it reads the run's manifest.json and prints kept
+skills; `--taxonomy example`: `init_taxonomy`'s, one leaf of each kind, what the figures before 2026-12-03
+used), generated twice with the simple pipeline at `--scale`, `pipeline.leaf_targets=false` (every planned unit
+runs and keeps at most its share: the rule before leaf-level targets) and `=true` (the default). For each it reads the run's manifest.json and prints kept
 samples, requests, prompt and completion tokens, kept per 1k tokens (prompt + completion), requests per kept
 sample, the share of completion tokens spent on samples not kept, the prefix-cache hit rate the server reported
 (usage.prompt_tokens_details.cached_tokens) and the wall time; per leaf kind, kept, requests and tokens per kept
@@ -122,7 +122,8 @@ def _taxonomy(kind: str, tmp: Path) -> Path:
 def _source_at(ref: str, dest: Path) -> Path:
     """The repository's files at `ref` (git archive, no worktree left behind) under `dest`."""
     repo = Path(__file__).resolve().parent.parent
-    tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref], capture_output=True, check=True).stdout
+    tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref],
+                         capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         archive.extractall(dest, filter="data")
     return dest
@@ -137,7 +138,8 @@ def _phase(args: argparse.Namespace, tmp: Path, taxonomy: Path, name: str, leaf_
     with _teacher(args, tmp) as url:
         overrides = [
             f"taxonomy.path={taxonomy}", "taxonomy.base=empty", f"pipeline.sdg_scale_factor={args.scale}",
-            "taxonomy.documents.chunk_tokens=1000", "taxonomy.documents.allow=[https,ssh,local]", "teacher=endpoint", f"teacher.endpoint_url={url}",
+            "taxonomy.documents.chunk_tokens=1000", "taxonomy.documents.allow=[https,ssh,local]",
+            "teacher=endpoint", f"teacher.endpoint_url={url}",
             f"teacher.max_tokens={args.max_tokens}", f"generate.output_dir={tmp / f'out-{name}'}",
             "generate.progress=none", f"generate.max_concurrency={2 * args.n_parallel}", "generate.allow_empty=true"]
         t0 = time.monotonic()
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"yield: {args.taxonomy} taxonomy, simple pipeline, scale {args.scale}, teacher "
           f"{args.endpoint_url or f'{model} on llama.cpp ({args.n_parallel} slots, 2 threads)'}, "
           f"max_tokens {args.max_tokens}; load {load_before} before, {fmt_load()} after")
-    keys = ("kept", "kept_by_its_own_rules", "target", "units_run", "not_needed", "topups", "requests", "prompt_tokens", "completion_tokens",
+    keys = ("kept", "kept_by_its_own_rules", "target", "units_run", "not_needed", "topups", "requests",
+            "prompt_tokens", "completion_tokens",
             "kept_per_1k_tokens", "kept_per_1k_computed_tokens", "requests_per_kept", "completion_share_on_dropped",
             "prefix_cache_hit_rate", "wall_s")
     fmt = (lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
