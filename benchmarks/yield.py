@@ -7,12 +7,12 @@ asks (`--taxonomy knowledge-heavy`, the default: the example's solar-eclipse kno
 their own documents, 50 of its 70 target samples at scale 2, beside the example's grounded and freeform writing
 skills; `--taxonomy example`: `init_taxonomy`'s, one leaf of each kind, what the figures before 2026-12-03
 used), generated twice with the simple pipeline at `--scale`, `pipeline.leaf_targets=false` (every planned unit
-runs and keeps at most its share: the rule before leaf-level targets) and `=true` (the default). For each it reads the run's manifest.json and prints kept
-samples, requests, prompt and completion tokens, kept per 1k tokens (prompt + completion), requests per kept
-sample, the share of completion tokens spent on samples not kept, the prefix-cache hit rate the server reported
-(usage.prompt_tokens_details.cached_tokens) and the wall time; per leaf kind, kept, requests and tokens per kept
-sample (from the run's journals); then the ratio after/before of kept per 1k tokens (issue target >= 2x) and of
-kept per second.
+runs and keeps at most its share: the rule before leaf-level targets) and `=true` (the default). For each it
+reads the run's manifest.json and prints kept samples, requests, prompt and completion tokens, kept per 1k
+tokens (prompt + completion), requests per kept sample, the share of completion tokens spent on samples not
+kept, the prefix-cache hit rate the server reported (usage.prompt_tokens_details.cached_tokens) and the wall
+time; per leaf kind, kept, requests and tokens per kept sample (from the run's journals); then the ratio
+after/before of kept per 1k tokens (issue target >= 2x) and of kept per second.
 
 `--before-ref REF` adds a third phase, first: the code as it stood at git REF (extracted with `git archive`, run
 in a child Python with it on the path) on the same taxonomy, teacher and settings; its kept rows are judged
